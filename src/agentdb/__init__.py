@@ -1,0 +1,28 @@
+"""agentdb: PostgreSQL schema, migrations and data operations of the Spotify AI Agent.
+
+The public API is what ``__all__`` lists; everything else may move.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from agentdb.commands import current, downgrade, heads, history, new_migration, repair, sql, upgrade, validate
+from agentdb.connection import Target, resolve
+from agentdb.errors import AgentdbError
+
+__all__ = [
+    "AgentdbError",
+    "Target",
+    "__version__",
+    "current",
+    "downgrade",
+    "heads",
+    "history",
+    "new_migration",
+    "repair",
+    "resolve",
+    "sql",
+    "upgrade",
+    "validate",
+]

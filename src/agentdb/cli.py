@@ -1,0 +1,310 @@
+"""The ``agentdb`` command line: a thin Typer layer over :mod:`agentdb.commands`.
+
+Read commands take ``--json`` for machines; people get rich tables.  An error
+is one line on stderr and a non-zero exit (the code is the error's
+``exit_code``); ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from dataclasses import asdict
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentdb import commands, embedded
+from agentdb.errors import AgentdbError
+from agentdb.runtime.environment import RunReport
+from agentdb.runtime.settings import parse_duration
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="agentdb",
+    help="PostgreSQL schema, migrations and data operations of the Spotify AI Agent.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+embedded_app = typer.Typer(help="The embedded PostgreSQL server (used when DATABASE_URL is not set).",
+                           no_args_is_help=True)
+app.add_typer(embedded_app, name="embedded")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _State:
+    database_url: str | None = None
+    data_dir: Path | None = None
+    debug: bool = False
+
+
+state = _State()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+RevisionArg = Annotated[str, typer.Argument(help="Revision id, head, base, +N or -N.")]
+LockTimeoutOpt = Annotated[
+    str | None, typer.Option("--lock-timeout", help="lock_timeout per statement (default 5s).", show_default=False)
+]
+StatementTimeoutOpt = Annotated[
+    str | None, typer.Option("--statement-timeout", help="statement_timeout per statement (default 0 = none).")
+]
+RetriesOpt = Annotated[int | None, typer.Option("--lock-retries", min=1, help="Attempts on lock timeout (default 5).")]
+RunLockOpt = Annotated[
+    str | None, typer.Option("--run-lock-timeout", help="How long to wait for another run (default 10min).")
+]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | UUID | Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=_json_default))
+
+
+def _duration(value: str | None, name: str) -> float | None:
+    return None if value is None else parse_duration(value, name)
+
+
+@app.callback()
+def _main(
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL URL; default DATABASE_URL, else embedded.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Embedded server data directory (default .agentdb/).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and SQL logging.")] = False,
+) -> None:
+    state.database_url = database_url
+    state.data_dir = data_dir
+    state.debug = debug
+    _setup_logging(debug)
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("agentdb")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+    logging.getLogger("alembic").setLevel(logging.INFO if debug else logging.WARNING)
+
+
+def _show_report(report: RunReport, as_json: bool, verb: str) -> None:
+    if as_json:
+        _print_json({"database": report.database, "steps": [asdict(s) for s in report.steps],
+                     "warnings": report.warnings})
+        return
+    for warning in report.warnings:
+        err.print(f"warning: {warning}")
+    if not report.steps:
+        out.print(f"nothing to {verb}: the database is already there")
+        return
+    for step in report.steps:
+        out.print(f"{step.direction:<9} {step.revision}  {step.description}  [dim]({step.duration_ms:.0f} ms)[/dim]")
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def upgrade(
+    revision: RevisionArg = "head",
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+    lock_retries: RetriesOpt = None,
+    run_lock_timeout: RunLockOpt = None,
+    ignore_checksums: Annotated[
+        bool, typer.Option("--ignore-checksums", help="Run even if applied migration files have changed.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    report = commands.upgrade(
+        revision, database_url=state.database_url, data_dir=state.data_dir,
+        lock_timeout=_duration(lock_timeout, "lock timeout"),
+        statement_timeout=_duration(statement_timeout, "statement timeout"),
+        lock_retries=lock_retries, run_lock_timeout=_duration(run_lock_timeout, "run lock timeout"),
+        ignore_checksums=ignore_checksums or None,
+    )
+    _show_report(report, as_json, "upgrade")
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def downgrade(
+    revision: RevisionArg,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+    lock_retries: RetriesOpt = None,
+    run_lock_timeout: RunLockOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Roll back to REVISION (an id, -N, or base)."""
+    report = commands.downgrade(
+        revision, database_url=state.database_url, data_dir=state.data_dir,
+        lock_timeout=_duration(lock_timeout, "lock timeout"),
+        statement_timeout=_duration(statement_timeout, "statement timeout"),
+        lock_retries=lock_retries, run_lock_timeout=_duration(run_lock_timeout, "run lock timeout"),
+    )
+    _show_report(report, as_json, "downgrade")
+
+
+@app.command()
+def current(as_json: JsonOpt = False) -> None:
+    """Show the revision the database is at and what is pending."""
+    result = commands.current(database_url=state.database_url, data_dir=state.data_dir)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    at = ", ".join(result.revisions) or "base (empty)"
+    status = "up to date" if result.up_to_date else f"{len(result.pending)} pending: {', '.join(result.pending)}"
+    out.print(f"{result.database}\nrevision {at} ({status})")
+
+
+@app.command()
+def history(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many runs.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the run history: every migration applied or rolled back, failures included."""
+    rows = commands.history(database_url=state.database_url, data_dir=state.data_dir, limit=limit)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no migration has run on this database yet")
+        return
+    table = Table("id", "revision", "direction", "finished", "ms", "ok", "by", "error")
+    for row in rows:
+        table.add_row(
+            str(row["id"]), row["revision"], row["direction"], row["finished_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            f"{row['duration_ms']:.0f}", "yes" if row["success"] else "[red]no[/red]",
+            f"{row['os_user'] or '?'}@{row['host'] or '?'} as {row['db_user']}", row["error"] or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def heads(as_json: JsonOpt = False) -> None:
+    """Show the head revision(s) of the migration history."""
+    rows = commands.heads()
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        out.print(f"{row['revision']} (head)  {row['description']}")
+
+
+@app.command("sql")
+def sql_(
+    revision_range: Annotated[str, typer.Argument(metavar="FROM:TO", help="e.g. base:head, 001:003, 003:001.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StatementTimeoutOpt = None,
+) -> None:
+    """Print the SQL of migrations FROM:TO without touching a database (offline mode)."""
+    text = commands.sql(
+        revision_range, lock_timeout=_duration(lock_timeout, "lock timeout"),
+        statement_timeout=_duration(statement_timeout, "statement timeout"),
+    )
+    if output is not None:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def validate(as_json: JsonOpt = False) -> None:
+    """Check applied migrations against their files (checksums); exit 5 when one changed or is gone."""
+    issues = commands.validate(database_url=state.database_url, data_dir=state.data_dir)
+    fatal = [i for i in issues if i.fatal]
+    if as_json:
+        _print_json({"valid": not fatal, "issues": [{**asdict(i), "fatal": i.fatal} for i in issues]})
+    else:
+        for issue in issues:
+            (err if issue.fatal else out).print(f"{'error' if issue.fatal else 'note'}: {issue.message}")
+        if not fatal:
+            out.print("valid: every applied migration matches its file")
+    if fatal:
+        raise typer.Exit(5)
+
+
+@app.command()
+def repair(as_json: JsonOpt = False) -> None:
+    """Accept changed files of applied migrations by recording their new checksums (audited)."""
+    repaired = commands.repair(database_url=state.database_url, data_dir=state.data_dir)
+    if as_json:
+        _print_json({"repaired": repaired})
+    else:
+        out.print(f"recorded new checksums for: {', '.join(repaired)}" if repaired else "nothing to repair")
+
+
+@app.command("new")
+def new(
+    message: Annotated[str, typer.Argument(help="What the migration does, e.g. 'add playlists table'.")],
+    autogenerate: Annotated[
+        bool, typer.Option("--autogenerate", help="Fill it from the difference between the models and the database.")
+    ] = False,
+) -> None:
+    """Write versions/NNN_slug.py with the next revision id, from the project's template."""
+    path = commands.new_migration(message, autogenerate=autogenerate, database_url=state.database_url)
+    out.print(f"created {path}")
+
+
+@embedded_app.command("status")
+def embedded_status(as_json: JsonOpt = False) -> None:
+    """Show whether the embedded server runs, where, and its URL."""
+    result = embedded.status(state.data_dir)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    if not result.initialized:
+        out.print(f"no embedded server in {result.data_dir} (one is created on first use)")
+    elif result.running:
+        out.print(f"running: PostgreSQL {result.version}, pid {result.pid}, data {result.data_dir}\nurl {result.url}")
+    else:
+        out.print(f"stopped: PostgreSQL {result.version}, data {result.data_dir}")
+
+
+@embedded_app.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded server (it starts again on the next command that needs it)."""
+    stopped = embedded.stop(state.data_dir)
+    out.print("stopped" if stopped else "not running")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one line per error, the traceback only with ``--debug``."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="agentdb")
+    except AgentdbError as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"error: {exc}", markup=False)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err.print(f"error: unexpected {type(exc).__name__}: {first} (run with --debug for details)", markup=False)
+        raise SystemExit(1) from None

@@ -1,0 +1,1 @@
+"""The migration runtime: run lock, lock-timeout retries, run history, checksums, settings."""
