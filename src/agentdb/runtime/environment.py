@@ -275,7 +275,8 @@ def _run_online(context: EnvironmentContext, settings: RunSettings) -> None:
         if isinstance(report, RunReport):
             report.database = connection.engine.url.render_as_string(hide_password=True)
         if not mutating:
-            context.configure(connection=connection, **configure_options())
+            # Reading (current, autogenerate): never create the version table as a side effect.
+            context.configure(connection=connection, dont_mutate=True, **configure_options())
             with context.begin_transaction():
                 context.run_migrations()
             return

@@ -210,7 +210,7 @@ def applied_migrations(connection: sa.Connection) -> dict[str, AppliedMigration]
             f"FROM {INTERNAL_SCHEMA}.{RUNS_TABLE} WHERE success ORDER BY revision, id DESC) last "
             "WHERE direction IN ('upgrade', 'repair')"
         )
-    ).tuples()
+    )
     return {
         r[0]: AppliedMigration(revision=r[0], checksum=r[2], filename=r[3], applied_at=r[4], db_user=r[5], os_user=r[6])
         for r in rows

@@ -84,7 +84,7 @@ def _run_lock_holder(connection: sa.Connection) -> Blocker | None:
         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
         "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1)"
     )
-    rows = list(connection.execute(query, {"hi": _KEY_HI, "lo": _KEY_LO}).tuples())
+    rows = [tuple(r) for r in connection.execute(query, {"hi": _KEY_HI, "lo": _KEY_LO})]
     return _to_blockers(rows)[0] if rows else None
 
 

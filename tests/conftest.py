@@ -1,0 +1,161 @@
+"""Test fixtures: a real PostgreSQL server, a fresh database per test.
+
+The server is ``AGENTDB_TEST_DSN`` when set (a URL of a role that may CREATE
+DATABASE, e.g. ``postgresql://postgres@/postgres?host=/tmp/pg15``), otherwise
+the embedded pgserver (PostgreSQL 16) in ``AGENTDB_TEST_DATA_DIR`` (default: a
+directory under the system temp dir).  Never a mock.
+
+Each test gets its own database, cloned from ``template0`` (empty) or from a
+template migrated to head once per session (``migrated_url``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+from pytest_alembic.config import Config as PytestAlembicConfig
+
+from agentdb import commands
+from agentdb._pgtools import find_tool
+from agentdb.runtime.settings import RunSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _server_dsn() -> str:
+    dsn = os.environ.get("AGENTDB_TEST_DSN")
+    if dsn:
+        return dsn
+    from agentdb import embedded
+
+    data_dir = Path(os.environ.get("AGENTDB_TEST_DATA_DIR") or Path(tempfile.gettempdir()) / "agentdb-test-embedded")
+    url = embedded.ensure_running(data_dir)
+    return re.sub(r"/agentdb\?", "/postgres?", url)
+
+
+_SERVER: dict[str, object] = {}
+
+
+def server_dsn() -> str:
+    if "dsn" not in _SERVER:
+        _SERVER["dsn"] = _server_dsn()
+    return str(_SERVER["dsn"])
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server URL with another database name."""
+    url = sa.make_url(dsn).set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def server_version_num() -> int:
+    with psycopg.connect(server_dsn()) as conn:
+        row = conn.execute("SHOW server_version_num").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    with psycopg.connect(server_dsn()) as conn:
+        row = conn.execute("SELECT version()").fetchone()
+    source = "AGENTDB_TEST_DSN" if os.environ.get("AGENTDB_TEST_DSN") else "embedded pgserver"
+    return [f"agentdb test server ({source}): {row[0] if row else '?'}"]
+
+
+def create_database(template: str = "template0") -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+    return name
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(server_dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """The URL of a new, empty database, dropped after the test."""
+    name = create_database()
+    try:
+        yield with_database(server_dsn(), name)
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def head_template() -> Iterator[str]:
+    """A database migrated to head once per session, used as a template."""
+    name = create_database()
+    try:
+        commands.upgrade("head", database_url=with_database(server_dsn(), name))
+        yield name
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def migrated_url(head_template: str) -> Iterator[str]:
+    """The URL of a new database at head, cloned from the session template."""
+    name = create_database(head_template)
+    try:
+        yield with_database(server_dsn(), name)
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    eng = sa.create_engine(sa.make_url(database_url).set(drivername="postgresql+psycopg"))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+# pytest-alembic: its built-in tests run against a fresh database per test.
+@pytest.fixture
+def alembic_config() -> PytestAlembicConfig:
+    return PytestAlembicConfig.from_raw_config(commands.make_config(RunSettings()))
+
+
+@pytest.fixture
+def alembic_engine(engine: sa.Engine) -> sa.Engine:
+    return engine
+
+
+def schema_dump(url: str, *extra: str) -> str:
+    """``pg_dump --schema-only`` of the application schemas, stable across runs."""
+    pg_dump = find_tool("pg_dump", server_version_num() // 10000)
+    result = subprocess.run(
+        [str(pg_dump), "--schema-only", "--no-owner", "--exclude-schema=agentdb", *extra, "--dbname", url],
+        capture_output=True, text=True, check=True,
+    )
+    lines = [
+        line for line in result.stdout.splitlines()
+        if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from", "-- Dumped by"))
+    ]
+    return "\n".join(lines)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``agentdb`` entry point."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("DATABASE_URL", None) if env is None or "DATABASE_URL" not in env else None
+    return subprocess.run(
+        [str(BIN / "agentdb"), *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=timeout,
+    )
