@@ -159,3 +159,50 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return subprocess.run(
         [str(BIN / "agentdb"), *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=timeout,
     )
+
+
+MIGRATIONS = ROOT / "src" / "agentdb" / "migrations"
+
+
+def make_script_dir(base: Path, extra: dict[str, str] | None = None, *, upto: str | None = None) -> Path:
+    """A copy of the migrations directory with ``extra`` version files added.
+
+    ``upto`` keeps only the real migrations up to that revision id, so a fixture
+    migration can be chained right after it.  Point ``AGENTDB_SCRIPT_LOCATION`` at
+    the result to run agentdb on it.
+    """
+    import shutil
+
+    target = base / "migrations"
+    shutil.copytree(MIGRATIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
+    if upto is not None:
+        for path in (target / "versions").glob("[0-9][0-9][0-9]_*.py"):
+            if path.name[:3] > upto:
+                path.unlink()
+    for name, source in (extra or {}).items():
+        (target / "versions" / name).write_text(source)
+    return target
+
+
+@pytest.fixture
+def script_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A factory: ``script_location(extra, upto=...)`` builds a migrations copy and points agentdb at it."""
+
+    def build(extra: dict[str, str] | None = None, *, upto: str | None = None) -> Path:
+        path = make_script_dir(tmp_path, extra, upto=upto)
+        monkeypatch.setenv("AGENTDB_SCRIPT_LOCATION", str(path))
+        return path
+
+    return build
+
+
+def fixture_migration(revision: str, down_revision: str, upgrade: str, downgrade: str = "pass",
+                      doc: str = "Fixture migration.\n\nWhy: a test needs it.") -> str:
+    """Source of a small migration file for tests; ``upgrade``/``downgrade`` are function bodies."""
+    indent = "\n".join("    " + line for line in upgrade.strip().splitlines())
+    down = "\n".join("    " + line for line in downgrade.strip().splitlines())
+    return (
+        f'"""{doc}\n"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        f"revision = {revision!r}\ndown_revision = {down_revision!r}\nbranch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade() -> None:\n{indent}\n\n\ndef downgrade() -> None:\n{down}\n"
+    )

@@ -141,6 +141,7 @@ class LockTimeout(AgentdbError):
     """A migration could not take a lock within ``lock_timeout``, even after retries."""
 
     exit_code = 4
+    sqlstate = "55P03"
 
     def __init__(self, revision: str | None, attempts: int, blockers: Sequence[Blocker]) -> None:
         self.revision = revision

@@ -232,7 +232,7 @@ class _Run:
             return None
         step, started = self.current
         self.current = None
-        state = sqlstate_of(exc)
+        state = sqlstate_of(exc) or getattr(exc, "sqlstate", None)
         reason = _reason(exc)
         if self.connection.in_transaction():
             self.connection.rollback()
