@@ -63,7 +63,8 @@ def parse_url(raw: str) -> URL:
     if not raw:
         raise InvalidDatabaseURL("", "it is empty")
     if "://" not in raw:
-        raise InvalidDatabaseURL(redact(raw), "it has no scheme (postgresql://)")
+        # Not shown: without a scheme there is no telling which part is a password.
+        raise InvalidDatabaseURL("", "it has no scheme (postgresql://)")
     try:
         url = sa.make_url(raw)
     except (ArgumentError, ValueError) as exc:

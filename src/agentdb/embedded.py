@@ -91,7 +91,8 @@ def _exclusive(data_dir: Path) -> Iterator[None]:
             str(data_dir), f"cannot create the data directory: {exc.strerror}",
             hint="choose a writable place with --data-dir or AGENTDB_DATA_DIR",
         ) from None
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    wait = float(os.environ.get("AGENTDB_EMBEDDED_LOCK_TIMEOUT") or _LOCK_WAIT_SECONDS)
+    deadline = time.monotonic() + wait
     try:
         while True:
             try:
@@ -101,7 +102,7 @@ def _exclusive(data_dir: Path) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise EmbeddedServerError(
                         str(data_dir),
-                        f"locked by another process for more than {_LOCK_WAIT_SECONDS:.0f}s",
+                        f"locked by another process (agentdb.lock) for more than {wait:.0f}s",
                         hint="wait for the other agentdb command, or stop it",
                     ) from None
                 time.sleep(0.1)

@@ -24,6 +24,8 @@ __all__ = [
     "InvalidDatabaseURL",
     "LockTimeout",
     "MigrationFailed",
+    "NotTransactional",
+    "RevisionOutOfRange",
     "RunLockTimeout",
     "UnknownRevision",
 ]
@@ -58,8 +60,9 @@ class InvalidDatabaseURL(AgentdbError):
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
+        shown = f" {url!r}" if url else ""
         super().__init__(
-            f"invalid database URL {url!r}: {reason}",
+            f"invalid database URL{shown}: {reason}",
             hint="expected postgresql://user:password@host:port/dbname",
         )
 
@@ -182,4 +185,42 @@ class MigrationFailed(AgentdbError):
         super().__init__(
             f"{direction} of {revision} failed and was rolled back{code}: {reason}",
             hint="earlier migrations of this run stay applied; fix the migration and run again",
+        )
+
+
+class NotTransactional(AgentdbError):
+    """A dry run reached a migration that cannot run inside a transaction.
+
+    Such a migration opens ``op.get_context().autocommit_block()`` (for
+    ``CREATE INDEX CONCURRENTLY`` and the like), which commits: it cannot be
+    rolled back, so it cannot be rehearsed.  The dry run stops before any of it
+    runs and rolls back what ran before.
+    """
+
+    exit_code = 2
+
+    def __init__(self, revision: str, direction: str, filename: str) -> None:
+        self.revision = revision
+        self.direction = direction
+        self.filename = filename
+        super().__init__(
+            f"cannot dry-run {direction} {revision} ({filename}): it uses autocommit_block(), which commits "
+            "and cannot be rolled back; nothing was run and the database is unchanged",
+            hint=f"dry-run up to the revision before it, and read 'agentdb sql' for {revision}",
+        )
+
+
+class RevisionOutOfRange(AgentdbError):
+    """A relative target (``-N``, ``+N``) or a revision that the database cannot reach from where it is."""
+
+    exit_code = 2
+
+    def __init__(self, revision: str, direction: str, at: Sequence[str], reason: str) -> None:
+        self.revision = revision
+        self.direction = direction
+        self.at = tuple(at)
+        where = ", ".join(self.at) or "base (no migration applied)"
+        super().__init__(
+            f"cannot {direction} to {revision!r}: {reason}; the database is at {where} and was not changed",
+            hint="agentdb migrations lists every revision and whether it is applied",
         )
