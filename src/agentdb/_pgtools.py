@@ -26,7 +26,7 @@ def _candidates(name: str) -> list[Path]:
         import pgserver._commands as pgc  # type: ignore[import-untyped,unused-ignore]
 
         found.append(Path(pgc.POSTGRES_BIN_PATH) / name)
-    except Exception:  # noqa: BLE001 - pgserver is optional here
+    except Exception:  # pgserver is optional here
         pass
     found.extend(Path(p) for p in sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True))
     on_path = shutil.which(name)

@@ -85,7 +85,7 @@ def _exclusive(data_dir: Path) -> Iterator[None]:
     """Hold ``agentdb.lock`` so that only one process starts or stops the server."""
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(data_dir / "agentdb.lock", "a+")  # noqa: SIM115 - closed below
+        handle = open(data_dir / "agentdb.lock", "a+")  # closed in the finally below
     except OSError as exc:
         raise EmbeddedServerError(
             str(data_dir), f"cannot create the data directory: {exc.strerror}",
@@ -209,15 +209,17 @@ def status(data_dir: str | Path | None = None) -> EmbeddedStatus:
     version_file = pgdata / "PG_VERSION"
     initialized = version_file.exists()
     info = _postmaster(pgdata) if initialized else None
-    running = bool(info is not None and info.is_running() and info.status == "ready")
+    version = version_file.read_text().strip() if initialized else None
+    if info is None or not (info.is_running() and info.status == "ready"):
+        return EmbeddedStatus(str(directory), initialized, False, None, version, None, None)
     return EmbeddedStatus(
         data_dir=str(directory),
         initialized=initialized,
-        running=running,
-        pid=info.pid if running else None,
-        version=version_file.read_text().strip() if initialized else None,
-        socket_dir=str(info.socket_dir) if running and info.socket_dir else None,
-        url=info.get_uri(database=DATABASE) if running else None,
+        running=True,
+        pid=int(info.pid),
+        version=version,
+        socket_dir=str(info.socket_dir) if info.socket_dir else None,
+        url=str(info.get_uri(database=DATABASE)),
     )
 
 
@@ -232,9 +234,7 @@ def stop(data_dir: str | Path | None = None) -> bool:
         if info is None or not info.is_running():
             return False
         pgserver = _quiet_import()
-        from pgserver._commands import pg_ctl
-
-        del pgserver
+        pg_ctl = pgserver._commands.pg_ctl
         user = "pgserver" if os.geteuid() == 0 else None
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)

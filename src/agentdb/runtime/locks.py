@@ -18,9 +18,9 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -66,25 +66,28 @@ def sqlstate_of(exc: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
-def _blockers_query(where: str) -> sa.TextClause:
-    return sa.text(
-        "SELECT a.pid, coalesce(a.query, ''), coalesce(a.application_name, ''), "
-        "extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::float8 "
-        f"FROM pg_stat_activity a WHERE {where} ORDER BY a.pid"  # noqa: S608 - fixed fragments only
-    )
+_ACTIVITY_COLUMNS = (
+    "SELECT a.pid, coalesce(a.query, ''), coalesce(a.application_name, ''), "
+    "extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::float8 FROM pg_stat_activity a "
+)
+_RUN_LOCK_HOLDER = sa.text(
+    _ACTIVITY_COLUMNS  # noqa: S608 - constant fragments only
+    + "WHERE a.pid IN (SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1) ORDER BY a.pid"
+)
+_BLOCKERS_OF = _ACTIVITY_COLUMNS + "WHERE a.pid = ANY(pg_blocking_pids(%s)) ORDER BY a.pid"
 
 
-def _to_blockers(rows: sa.CursorResult[tuple[int, str, str, float]] | list[tuple[int, str, str, float]]) -> list[Blocker]:
-    return [Blocker(pid=r[0], query=mask_literals(r[1]), application_name=r[2], held_for_seconds=r[3]) for r in rows]
+def _to_blockers(rows: Sequence[Sequence[Any]]) -> list[Blocker]:
+    return [
+        Blocker(pid=int(r[0]), query=mask_literals(str(r[1])), application_name=str(r[2]), held_for_seconds=r[3])
+        for r in rows
+    ]
 
 
 def _run_lock_holder(connection: sa.Connection) -> Blocker | None:
-    query = _blockers_query(
-        "a.pid IN (SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1)"
-    )
-    rows = [tuple(r) for r in connection.execute(query, {"hi": _KEY_HI, "lo": _KEY_LO})]
+    rows = [tuple(r) for r in connection.execute(_RUN_LOCK_HOLDER, {"hi": _KEY_HI, "lo": _KEY_LO})]
     return _to_blockers(rows)[0] if rows else None
 
 
@@ -179,12 +182,7 @@ class BlockerWatch:
         with conn:
             while not self._stop.wait(self._interval):
                 try:
-                    rows = conn.execute(
-                        "SELECT a.pid, coalesce(a.query, ''), coalesce(a.application_name, ''), "
-                        "extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::float8 "
-                        "FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(%s)) ORDER BY a.pid",
-                        (self._pid,),
-                    ).fetchall()
+                    rows = conn.execute(_BLOCKERS_OF, (self._pid,)).fetchall()
                 except psycopg.Error:
                     return
                 if rows:

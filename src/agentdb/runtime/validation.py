@@ -77,7 +77,8 @@ def validate_database(connection: sa.Connection, script: ScriptDirectory) -> lis
         assert found is not None
         record = applied.get(revision)
         if record is None or record.checksum is None:
-            issues.append(ValidationIssue(revision, "unrecorded", f"{revision} is applied but has no recorded checksum"))
+            message = f"{revision} is applied but has no recorded checksum"
+            issues.append(ValidationIssue(revision, "unrecorded", message))
             continue
         now = file_checksum(found.path)
         if now != record.checksum:
