@@ -7,18 +7,36 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from agentdb.commands import current, downgrade, heads, history, new_migration, repair, sql, upgrade, validate
+from agentdb.commands import (
+    MigrationInfo,
+    check,
+    current,
+    downgrade,
+    dry_run,
+    heads,
+    history,
+    migrations,
+    new_migration,
+    repair,
+    sql,
+    upgrade,
+    validate,
+)
 from agentdb.connection import Target, resolve
 from agentdb.errors import AgentdbError
 
 __all__ = [
     "AgentdbError",
+    "MigrationInfo",
     "Target",
     "__version__",
+    "check",
     "current",
     "downgrade",
+    "dry_run",
     "heads",
     "history",
+    "migrations",
     "new_migration",
     "repair",
     "resolve",

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from agentdb import commands, embedded
 from agentdb.errors import AgentdbError
+from agentdb.runtime.dryrun import DryRunReport
 from agentdb.runtime.environment import RunReport
 from agentdb.runtime.settings import parse_duration
 
@@ -63,6 +64,10 @@ StatementTimeoutOpt = Annotated[
 RetriesOpt = Annotated[int | None, typer.Option("--lock-retries", min=1, help="Attempts on lock timeout (default 5).")]
 RunLockOpt = Annotated[
     str | None, typer.Option("--run-lock-timeout", help="How long to wait for another run (default 10min).")
+]
+
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Run in one transaction on the database, report locks, roll back.")
 ]
 
 
@@ -122,6 +127,35 @@ def _show_report(report: RunReport, as_json: bool, verb: str) -> None:
         out.print(f"{step.direction:<9} {step.revision}  {step.description}  [dim]({step.duration_ms:.0f} ms)[/dim]")
 
 
+def _show_dry_run(report: DryRunReport, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    for warning in report.warnings:
+        err.print(f"warning: {warning}")
+    at = ", ".join(report.revisions_before) or "base"
+    if not report.steps:
+        out.print(f"dry run: nothing to {report.direction} (database at {at})")
+        return
+    table = Table("revision", "statements", "ms", "locks taken", "rewrites", title=f"dry run: {report.direction}")
+    for step in report.steps:
+        locks = [
+            f"{lock.mode} {lock.relation}" + (" (new)" if lock.created else " (dropped)" if lock.dropped else "")
+            for lock in step.observed.locks if lock.kind in {"table", "partitioned table", "materialized view"}
+        ]
+        others = sum(1 for lock in step.observed.locks if lock.kind not in {"table", "partitioned table",
+                                                                              "materialized view"})
+        if others:
+            locks.append(f"[dim]+{others} on indexes/sequences[/dim]")
+        table.add_row(
+            f"{step.plan.revision} {step.plan.description}", str(len(step.observed.statements)),
+            f"{step.observed.duration_ms:.0f}", "\n".join(locks) or "none",
+            ", ".join(step.observed.rewritten) or "none",
+        )
+    out.print(table)
+    out.print(f"rolled back: the database is still at {at}; no history row was written")
+
+
 @app.command(context_settings={"ignore_unknown_options": True})
 def upgrade(
     revision: RevisionArg = "head",
@@ -132,9 +166,19 @@ def upgrade(
     ignore_checksums: Annotated[
         bool, typer.Option("--ignore-checksums", help="Run even if applied migration files have changed.")
     ] = False,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Apply migrations up to REVISION (default: head)."""
+    if dry_run:
+        _show_dry_run(commands.dry_run(
+            revision, direction="upgrade", database_url=state.database_url, data_dir=state.data_dir,
+            lock_timeout=_duration(lock_timeout, "lock timeout"),
+            statement_timeout=_duration(statement_timeout, "statement timeout"),
+            lock_retries=lock_retries, run_lock_timeout=_duration(run_lock_timeout, "run lock timeout"),
+            ignore_checksums=ignore_checksums or None,
+        ), as_json)
+        return
     report = commands.upgrade(
         revision, database_url=state.database_url, data_dir=state.data_dir,
         lock_timeout=_duration(lock_timeout, "lock timeout"),
@@ -152,9 +196,18 @@ def downgrade(
     statement_timeout: StatementTimeoutOpt = None,
     lock_retries: RetriesOpt = None,
     run_lock_timeout: RunLockOpt = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Roll back to REVISION (an id, -N, or base)."""
+    if dry_run:
+        _show_dry_run(commands.dry_run(
+            revision, direction="downgrade", database_url=state.database_url, data_dir=state.data_dir,
+            lock_timeout=_duration(lock_timeout, "lock timeout"),
+            statement_timeout=_duration(statement_timeout, "statement timeout"),
+            lock_retries=lock_retries, run_lock_timeout=_duration(run_lock_timeout, "run lock timeout"),
+        ), as_json)
+        return
     report = commands.downgrade(
         revision, database_url=state.database_url, data_dir=state.data_dir,
         lock_timeout=_duration(lock_timeout, "lock timeout"),
@@ -208,6 +261,51 @@ def heads(as_json: JsonOpt = False) -> None:
         return
     for row in rows:
         out.print(f"{row['revision']} (head)  {row['description']}")
+
+
+@app.command("migrations")
+def migrations_(as_json: JsonOpt = False) -> None:
+    """List every migration: revision, name, what it does, applied or pending, checksum, when and by whom."""
+    rows = commands.migrations(database_url=state.database_url, data_dir=state.data_dir)
+    if as_json:
+        _print_json([row.as_dict() for row in rows])
+        return
+    table = Table("revision", "name", "description", "state", "sha256", "applied", "by")
+    for row in rows:
+        state_text = "applied" if row.state == "applied" else "[yellow]pending[/yellow]"
+        if row.changed:
+            state_text += " [red](file changed)[/red]"
+        by = f"{row.applied_by or '?'} as {row.db_user}" if row.db_user else ""
+        table.add_row(
+            row.revision, row.name, row.description, state_text, row.checksum[:12],
+            row.applied_at.strftime("%Y-%m-%d %H:%M:%S") if row.applied_at else "", by,
+        )
+    out.print(table)
+
+
+@app.command("check")
+def check_(
+    no_squawk: Annotated[bool, typer.Option("--no-squawk", help="Skip the squawk SQL linter.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Governance checks over the migration files (no database): names, ids, head, docs, downgrades, squawk."""
+
+    report = commands.check(squawk=not no_squawk)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        for violation in report.violations:
+            err.print(f"error: {violation}", markup=False)
+        for exemption in report.exemptions:
+            out.print(f"note: {exemption}", markup=False)
+        for skipped in report.skipped:
+            out.print(f"note: {skipped}", markup=False)
+        if report.ok:
+            out.print(f"ok: {len(report.checked)} migrations pass every check")
+        else:
+            err.print(f"{len(report.violations)} violation(s) in {len(report.checked)} migrations")
+    if not report.ok:
+        raise typer.Exit(7)
 
 
 @app.command("sql")

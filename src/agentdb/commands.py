@@ -11,7 +11,8 @@ import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,26 @@ from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 
 from agentdb.connection import Target, connect, create_engine, resolve
-from agentdb.errors import AgentdbError, ChecksumMismatch, UnknownRevision
+from agentdb.errors import AgentdbError, ChecksumMismatch, RevisionOutOfRange, UnknownRevision
+from agentdb.governance import CheckReport
 from agentdb.runtime import history as _history
+from agentdb.runtime.dryrun import REPORT_KEY as _DRY_RUN_KEY
+from agentdb.runtime.dryrun import DryRunReport
 from agentdb.runtime.environment import RunReport
 from agentdb.runtime.settings import RunSettings
 from agentdb.runtime.validation import ValidationIssue, current_heads, validate_database
 
 __all__ = [
     "CurrentState",
+    "MigrationInfo",
+    "check",
     "current",
     "downgrade",
+    "dry_run",
     "heads",
     "history",
     "make_config",
+    "migrations",
     "new_migration",
     "repair",
     "sql",
@@ -87,6 +95,29 @@ def _alembic_errors() -> Iterator[None]:
         raise AgentdbError(text) from exc
 
 
+_OUT_OF_RANGE = re.compile(r"Relative revision \S+ didn't produce|is not a valid (?:up|down)grade target")
+
+
+@contextmanager
+def _moving(direction: str, revision: str, settings: RunSettings) -> Iterator[None]:
+    """Like :func:`_alembic_errors`, and a target the database cannot reach names where the database is."""
+    try:
+        with _alembic_errors():
+            yield
+    except AgentdbError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, CommandError) or not _OUT_OF_RANGE.search(str(cause)):
+            raise
+        with _connected(settings.database_url, settings.data_dir) as (connection, _target):
+            at = current_heads(connection)
+        reason = str(cause).strip().splitlines()[0].rstrip(".")
+        if reason.startswith("Relative revision"):
+            reason = f"there are not that many migrations to {direction} from there"
+        elif "not a valid" in reason:
+            reason = f"that revision is not {'below' if direction == 'downgrade' else 'above'} the current one"
+        raise RevisionOutOfRange(revision, direction, at, reason) from cause
+
+
 def _settings(database_url: str | None, data_dir: str | Path | None, **options: Any) -> RunSettings:
     base = RunSettings.from_sources({}, {})
     return base.merged(database_url=database_url, data_dir=str(data_dir) if data_dir else None, **options)
@@ -116,7 +147,7 @@ def upgrade(
     _check_revision(_script(config), revision)
     report = RunReport()
     config.attributes["agentdb_report"] = report
-    with _alembic_errors():
+    with _moving("upgrade", revision, settings):
         alembic_command.upgrade(config, revision)
     return report
 
@@ -140,8 +171,46 @@ def downgrade(
     _check_revision(_script(config), revision)
     report = RunReport()
     config.attributes["agentdb_report"] = report
-    with _alembic_errors():
+    with _moving("downgrade", revision, settings):
         alembic_command.downgrade(config, revision)
+    return report
+
+
+def dry_run(
+    revision: str = "head",
+    *,
+    direction: str = "upgrade",
+    database_url: str | None = None,
+    data_dir: str | Path | None = None,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+    lock_retries: int | None = None,
+    run_lock_timeout: float | None = None,
+    ignore_checksums: bool | None = None,
+) -> DryRunReport:
+    """Run the migrations up (or down) to ``revision`` on the real database in one transaction, and roll back.
+
+    Reports per migration the statements, time, relation locks and rewritten
+    tables (see :mod:`agentdb.runtime.dryrun`).  Nothing persists and no run
+    history row is written.  Refuses, before running anything, a migration that
+    uses ``autocommit_block()`` (:class:`~agentdb.errors.NotTransactional`).
+    """
+    if direction not in {"upgrade", "downgrade"}:
+        raise AgentdbError(f"invalid direction {direction!r}", hint="upgrade or downgrade")
+    settings = _settings(
+        database_url, data_dir, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+        lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, ignore_checksums=ignore_checksums,
+        dry_run=True,
+    )
+    config = make_config(settings)
+    _check_revision(_script(config), revision)
+    report = DryRunReport(direction=direction, target=revision)
+    config.attributes[_DRY_RUN_KEY] = report
+    with _moving(direction, revision, settings):
+        if direction == "upgrade":
+            alembic_command.upgrade(config, revision)
+        else:
+            alembic_command.downgrade(config, revision)
     return report
 
 
@@ -218,6 +287,74 @@ def history(
     """The run history (newest first): one row per migration applied or rolled back, failures included."""
     with _connected(database_url, data_dir) as (connection, _target):
         return _history.read_runs(connection, limit)
+
+
+@dataclass(frozen=True)
+class MigrationInfo:
+    """One migration file, and whether (and when, by whom) it is applied to a database."""
+
+    revision: str
+    name: str
+    description: str
+    state: str
+    checksum: str
+    path: str
+    applied_at: datetime | None = None
+    applied_by: str | None = None
+    db_user: str | None = None
+    #: The file's checksum differs from the one recorded when it was applied (see :func:`validate`).
+    changed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def migrations(*, database_url: str | None = None, data_dir: str | Path | None = None) -> list[MigrationInfo]:
+    """Every migration in ``versions/``, oldest first: applied or pending, checksum, when and by whom applied.
+
+    *Applied* means in the lineage of the database's current revision; the
+    when/who comes from the last successful upgrade (or repair) row of the run
+    history, so a revision stamped or applied with offline SQL shows as
+    applied with no time.
+    """
+    script = _script(make_config())
+    with _connected(database_url, data_dir) as (connection, _target):
+        heads_now = current_heads(connection)
+        recorded = _history.applied_migrations(connection)
+    applied: set[str] = set()
+    for head in heads_now:
+        try:
+            applied.update(s.revision for s in script.iterate_revisions(head, "base"))
+        except (ResolutionError, CommandError):
+            applied.add(head)
+    result = []
+    for found in reversed(list(script.walk_revisions())):
+        checksum = _history.file_checksum(found.path)
+        is_applied = found.revision in applied
+        record = recorded.get(found.revision) if is_applied else None
+        result.append(
+            MigrationInfo(
+                revision=found.revision, name=Path(found.path).stem,
+                description=(found.doc or "").strip().splitlines()[0].strip() if (found.doc or "").strip() else "",
+                state="applied" if is_applied else "pending", checksum=checksum, path=found.path,
+                applied_at=record.applied_at if record else None,
+                applied_by=record.os_user if record else None,
+                db_user=record.db_user if record else None,
+                changed=bool(record and record.checksum and record.checksum != checksum),
+            )
+        )
+    return result
+
+
+def check(*, squawk: bool = True) -> CheckReport:
+    """Governance checks over the migration files (no database); see :mod:`agentdb.governance`.
+
+    Returns the report (violations, allowed squawk exceptions, skipped checks);
+    never raises for a violation.
+    """
+    from agentdb import governance
+
+    return governance.check(squawk=squawk)
 
 
 def validate(*, database_url: str | None = None, data_dir: str | Path | None = None) -> list[ValidationIssue]:

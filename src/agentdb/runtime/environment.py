@@ -13,6 +13,10 @@ and ``agentdb`` take exactly the same path:
 6. write a history row per migration: inside its transaction on success,
    after the rollback on failure.
 
+A dry run (``settings.dry_run``) takes the same lock and timeouts but runs
+every step in one transaction that is rolled back, and writes no history;
+see :mod:`agentdb.runtime.dryrun`.
+
 .. warning::
    A migration that needs to run outside a transaction (``CREATE INDEX
    CONCURRENTLY``) must use ``op.get_context().autocommit_block()``; the work
@@ -136,7 +140,9 @@ def _connection(context: EnvironmentContext, settings: RunSettings) -> Iterator[
 
 def _set_timeouts(connection: sa.Connection, settings: RunSettings) -> None:
     for name, seconds in (("lock_timeout", settings.lock_timeout), ("statement_timeout", settings.statement_timeout)):
-        connection.execute(sa.text("SELECT set_config(:name, :value, false)"), {"name": name, "value": f"{int(seconds * 1000)}ms"})
+        connection.execute(
+            sa.text("SELECT set_config(:name, :value, false)"), {"name": name, "value": f"{int(seconds * 1000)}ms"}
+        )
     connection.commit()
 
 
@@ -195,7 +201,8 @@ class _Run:
             if self.watch is not None:
                 self.watch.forget()
             retry_on_lock_timeout(
-                lambda: migration_fn(**kw), self.connection, self.policy, what=f"{direction} {revision}", watch=self.watch
+                lambda: migration_fn(**kw), self.connection, self.policy,
+                what=f"{direction} {revision}", watch=self.watch,
             )
             finished = datetime.now(UTC)
             record = self._record(step, started, finished, success=True)
@@ -281,6 +288,9 @@ def _run_online(context: EnvironmentContext, settings: RunSettings) -> None:
                 context.run_migrations()
             return
         acquire_run_lock(connection, settings.run_lock_timeout)
+        if settings.dry_run:
+            _run_dry(context, connection, conninfo, settings)
+            return
         try:
             bootstrap(connection)
             _set_timeouts(connection, settings)
@@ -303,3 +313,22 @@ def _run_online(context: EnvironmentContext, settings: RunSettings) -> None:
         finally:
             _reset_timeouts(connection)
             release_run_lock(connection)
+
+
+def _run_dry(context: EnvironmentContext, connection: sa.Connection, conninfo: str, settings: RunSettings) -> None:
+    """A dry run (:mod:`agentdb.runtime.dryrun`): same lock and timeouts, one transaction, rolled back.
+
+    No :func:`bootstrap`: a dry run leaves no trace, not even agentdb's own schema.
+    Called with the run lock held; releases it.
+    """
+    from agentdb.runtime.dryrun import run_dry
+
+    try:
+        _set_timeouts(connection, settings)
+        backend_pid = int(connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+        connection.commit()
+        with BlockerWatch(conninfo, backend_pid) as watch:
+            run_dry(context, connection, settings, watch, configure_options())
+    finally:
+        _reset_timeouts(connection)
+        release_run_lock(connection)

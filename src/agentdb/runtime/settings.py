@@ -63,6 +63,8 @@ class RunSettings:
     retry_delay: float = 0.5
     run_lock_timeout: float = 600.0
     ignore_checksums: bool = False
+    #: Run the pending migrations in one transaction and roll it back (see :mod:`agentdb.runtime.dryrun`).
+    dry_run: bool = False
 
     @classmethod
     def from_sources(
@@ -85,7 +87,7 @@ class RunSettings:
     def _convert(name: str, raw: str) -> Any:
         if name in {"database_url", "data_dir"}:
             return raw
-        if name == "ignore_checksums":
+        if name in {"ignore_checksums", "dry_run"}:
             return _parse_bool(raw, name)
         if name == "lock_retries":
             try:

@@ -23,6 +23,12 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+#: squawk rules this migration breaks on purpose, with the reason (checked by ``agentdb check``).
+squawk_exceptions = {
+    "prefer-bigint-over-smallint": "artists.popularity is Spotify's 0-100 score, bounded by the CHECK "
+    "artists_popularity_range_check; a smallint cannot overflow",
+}
+
 _SET_UPDATED_AT = """
 CREATE FUNCTION public.set_updated_at() RETURNS trigger
 LANGUAGE plpgsql AS $$
