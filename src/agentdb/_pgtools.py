@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 __all__ = ["find_tool", "tool_major"]
@@ -23,7 +24,9 @@ def _candidates(name: str) -> list[Path]:
     if explicit:
         found.append(Path(explicit) / name)
     try:
-        import pgserver._commands as pgc  # type: ignore[import-untyped,unused-ignore]
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+            warnings.simplefilter("ignore")
+            import pgserver._commands as pgc  # type: ignore[import-untyped,unused-ignore]
 
         found.append(Path(pgc.POSTGRES_BIN_PATH) / name)
     except Exception:  # pgserver is optional here
