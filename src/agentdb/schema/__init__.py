@@ -5,9 +5,47 @@ proves that ``alembic upgrade head`` produces exactly these tables: Alembic's
 autogenerate comparison must find no difference.  Later capabilities (the
 personal-data registry, analyst grants, erasure, export) read this
 declaration instead of repeating it.
+
+One module per migration: :mod:`~agentdb.schema.core` (001),
+:mod:`~agentdb.schema.catalog` (002), :mod:`~agentdb.schema.ai` (003),
+:mod:`~agentdb.schema.collaboration` (004), :mod:`~agentdb.schema.analytics` (005).
 """
 
 from agentdb.schema._base import metadata
+from agentdb.schema.ai import (
+    ai_content,
+    ai_content_versions,
+    api_keys,
+    ml_logs,
+    model_versions,
+    recommendations,
+)
+from agentdb.schema.catalog import (
+    album_translations,
+    albums,
+    playlist_tracks,
+    playlists,
+    track_artists,
+    track_translations,
+    tracks,
+)
 from agentdb.schema.core import artists, users
 
-__all__ = ["artists", "metadata", "users"]
+__all__ = [
+    "ai_content",
+    "ai_content_versions",
+    "album_translations",
+    "albums",
+    "api_keys",
+    "artists",
+    "metadata",
+    "ml_logs",
+    "model_versions",
+    "playlist_tracks",
+    "playlists",
+    "recommendations",
+    "track_artists",
+    "track_translations",
+    "tracks",
+    "users",
+]
