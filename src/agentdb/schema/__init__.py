@@ -29,6 +29,13 @@ from agentdb.schema.catalog import (
     track_translations,
     tracks,
 )
+from agentdb.schema.collaboration import (
+    artist_matches,
+    collaboration_history,
+    collaboration_members,
+    collaboration_roles,
+    collaborations,
+)
 from agentdb.schema.core import artists, users
 
 __all__ = [
@@ -37,7 +44,12 @@ __all__ = [
     "album_translations",
     "albums",
     "api_keys",
+    "artist_matches",
     "artists",
+    "collaboration_history",
+    "collaboration_members",
+    "collaboration_roles",
+    "collaborations",
     "metadata",
     "ml_logs",
     "model_versions",
