@@ -2,13 +2,17 @@
 
 The file's revision is brought in with its prerequisites first, through the
 same run lock, timeouts and history as ``agentdb upgrade``; ``--down`` undoes
-it (rolls back to the revision before it).  A revision already applied is
-reported and the script exits 0.
+it (rolls back to the revision before it, so every later migration first).
+A revision already applied is reported and the script exits 0.
+
+The migrations directory is the one the file lives in, whatever
+``AGENTDB_SCRIPT_LOCATION`` says: the file runs in its own history.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -27,8 +31,9 @@ def main(file: str, argv: list[str] | None = None) -> None:
     from agentdb.errors import AgentdbError
 
     path = Path(file).resolve()
+    os.environ["AGENTDB_SCRIPT_LOCATION"] = str(path.parent.parent)
     parser = argparse.ArgumentParser(prog=f"python {path.name}", description=f"Apply migration {path.stem}.")
-    parser.add_argument("--down", action="store_true", help="undo this migration instead")
+    parser.add_argument("--down", action="store_true", help="undo this migration (and every later one) instead")
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: DATABASE_URL or embedded)")
     parser.add_argument("--data-dir", default=None, help="embedded server data directory")
     args = parser.parse_args(argv)
