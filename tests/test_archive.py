@@ -86,3 +86,34 @@ def test_failed_downgrade_leaves_table_and_no_archive(database_url: str, script_
 def test_offline_sql_drops_plainly(database_url: str) -> None:
     text = commands.sql("001:base")
     assert "DROP TABLE users" in text and "agentdb_archive" not in text
+
+
+def test_archive_and_restore_are_recorded_in_the_run_history(database_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
+    script_location(upto="001")
+    commands.upgrade("001", database_url=database_url)
+    _fill(database_url)
+    commands.downgrade("base", database_url=database_url)
+    commands.upgrade("001", database_url=database_url)
+    with psycopg.connect(database_url) as conn:
+        down, up = conn.execute(
+            "SELECT details FROM agentdb.migration_runs WHERE details IS NOT NULL ORDER BY id").fetchall()
+    assert [(e["archived"], e["rows"]) for e in down[0]["archive"]] == [("public.artists", 3), ("public.users", 2)]
+    assert [(e["restored"], e["rows"]) for e in up[0]["archive"]] == [("public.users", 2), ("public.artists", 3)]
+
+
+def test_purge_drops_rows_for_real_and_says_so(database_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
+    from agentdb.runtime.settings import RunSettings
+
+    script_location(upto="001")
+    commands.upgrade("001", database_url=database_url)
+    _fill(database_url)
+    from alembic import command as alembic_command
+
+    config = commands.make_config(RunSettings(database_url=database_url, purge=True))
+    alembic_command.downgrade(config, "base")
+    assert _scalar(database_url, "SELECT to_regclass('agentdb.archived_tables')") is None
+    with psycopg.connect(database_url) as conn:
+        (details,) = conn.execute("SELECT details FROM agentdb.migration_runs WHERE details IS NOT NULL").fetchone()
+    assert [(e["purged"], e["rows"]) for e in details["archive"]] == [("public.artists", 3), ("public.users", 2)]
+    commands.upgrade("001", database_url=database_url)
+    assert _rows(database_url, "users") == []

@@ -34,7 +34,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -81,22 +81,24 @@ _REGISTRY_DDL = [
 
 @dataclass(frozen=True)
 class ArchiveScope:
-    """What the running migration step is, for the archive's bookkeeping."""
+    """What the running migration step is, and what the archive did during it (for the run history)."""
 
     revision: str | None
     run_id: uuid.UUID | None
     purge: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 _SCOPE: ContextVar[ArchiveScope | None] = ContextVar("agentdb_archive_scope", default=None)
 
 
 @contextlib.contextmanager
-def scope(revision: str | None, run_id: uuid.UUID | None, *, purge: bool = False) -> Iterator[None]:
-    """Declare the migration step that the operations inside belong to."""
-    token = _SCOPE.set(ArchiveScope(revision, run_id, purge))
+def scope(revision: str | None, run_id: uuid.UUID | None, *, purge: bool = False) -> Iterator[ArchiveScope]:
+    """Declare the migration step that the operations inside belong to; collects what was archived or restored."""
+    current = ArchiveScope(revision, run_id, purge)
+    token = _SCOPE.set(current)
     try:
-        yield
+        yield current
     finally:
         _SCOPE.reset(token)
 
@@ -132,35 +134,45 @@ def _archive_name(table: str, revision: str | None) -> str:
 def _drop_table(operations: Operations, operation: ops.DropTableOp) -> None:
     context = operations.migration_context
     current = _SCOPE.get()
-    schema = operation.schema or "public"
-    if not context.as_sql and current is not None and not current.purge:
+    if not context.as_sql and current is not None:
         connection = context.connection
         assert connection is not None
-        source = sql.Identifier(schema, operation.table_name)
-        qualified = sql.Literal(f"{schema}.{operation.table_name}")
-        exists = _raw(connection, sql.SQL("SELECT to_regclass({})").format(qualified))
-        if exists and exists[0][0] is not None:
-            has_rows = _raw(connection, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(source))
-            if has_rows and has_rows[0][0]:
-                _ensure_registry(connection)
-                archive = _archive_name(operation.table_name, current.revision)
-                _raw(connection, sql.SQL("CREATE TABLE {} AS TABLE {}").format(
-                    sql.Identifier(ARCHIVE_SCHEMA, archive), source))
-                count = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(ARCHIVE_SCHEMA, archive)))[0][0]
-                _raw(connection, sql.SQL(
-                    "INSERT INTO {} (table_schema, table_name, archive_table, revision, run_id, row_count) "
-                    "VALUES (%(schema)s, %(table)s, %(archive)s, %(revision)s, %(run)s, %(rows)s)"
-                ).format(sql.Identifier(INTERNAL_SCHEMA, REGISTRY_TABLE)), {
-                    "schema": schema, "table": operation.table_name, "archive": archive,
-                    "revision": current.revision, "run": current.run_id, "rows": count,
-                })
-                _log.info("archived %d rows of %s.%s in %s.%s", count, schema, operation.table_name,
-                          ARCHIVE_SCHEMA, archive)
+        _archive(connection, current, operation.schema or "public", operation.table_name)
     kw: dict[str, Any] = {}
     if operation.if_exists is not None:
         kw["if_exists"] = operation.if_exists
     operations.impl.drop_table(operation.to_table(context), **kw)
+
+
+def _archive(connection: sa.Connection, current: ArchiveScope, schema: str, table: str) -> None:
+    """Copy the rows of ``schema.table`` into the archive (or count them as purged) before it is dropped."""
+    source = sql.Identifier(schema, table)
+    exists = _raw(connection, sql.SQL("SELECT to_regclass({})").format(sql.Literal(f"{schema}.{table}")))
+    if not exists or exists[0][0] is None:
+        return
+    if current.purge:
+        purged = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(source))[0][0]
+        if purged:
+            current.events.append({"purged": f"{schema}.{table}", "rows": purged})
+            _log.warning("purged %d rows of %s.%s (--purge: not archived)", purged, schema, table)
+        return
+    has_rows = _raw(connection, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(source))
+    if not has_rows or not has_rows[0][0]:
+        return
+    _ensure_registry(connection)
+    archive = _archive_name(table, current.revision)
+    target = sql.Identifier(ARCHIVE_SCHEMA, archive)
+    _raw(connection, sql.SQL("CREATE TABLE {} AS TABLE {}").format(target, source))
+    count = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(target))[0][0]
+    _raw(connection, sql.SQL(
+        "INSERT INTO {} (table_schema, table_name, archive_table, revision, run_id, row_count) "
+        "VALUES (%(schema)s, %(table)s, %(archive)s, %(revision)s, %(run)s, %(rows)s)"
+    ).format(sql.Identifier(INTERNAL_SCHEMA, REGISTRY_TABLE)), {
+        "schema": schema, "table": table, "archive": archive,
+        "revision": current.revision, "run": current.run_id, "rows": count,
+    })
+    current.events.append({"archived": f"{schema}.{table}", "rows": count, "archive": f"{ARCHIVE_SCHEMA}.{archive}"})
+    _log.info("archived %d rows of %s.%s in %s.%s", count, schema, table, ARCHIVE_SCHEMA, archive)
 
 
 @Operations.implementation_for(ops.CreateTableOp, replace=True)
@@ -213,6 +225,10 @@ def _restore(connection: sa.Connection, schema: str, table: str) -> None:
     _raw(connection, sql.SQL("DROP TABLE {}").format(sql.Identifier(ARCHIVE_SCHEMA, archive)))
     _raw(connection, sql.SQL("UPDATE {} SET restored_at = now(), restored_rows = %(rows)s WHERE id = %(id)s").format(
         sql.Identifier(INTERNAL_SCHEMA, REGISTRY_TABLE)), {"rows": restored, "id": entry_id})
+    current = _SCOPE.get()
+    if current is not None:
+        current.events.append({"restored": f"{schema}.{table}", "rows": restored,
+                               "archive": f"{ARCHIVE_SCHEMA}.{archive}"})
     _log.info("restored %d of %d archived rows into %s.%s", restored, expected, schema, table)
 
 

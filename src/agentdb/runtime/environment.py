@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 
 from agentdb.connection import Target, connect, create_engine, resolve
 from agentdb.errors import AgentdbError, ChecksumMismatch, LockTimeout, MigrationFailed
+from agentdb.runtime import archive  # registers the archiving drop_table / restoring create_table
 from agentdb.runtime.history import INTERNAL_SCHEMA, VERSION_TABLE, RunRecord, bootstrap, file_checksum, record_run
 from agentdb.runtime.locks import (
     BlockerWatch,
@@ -200,12 +201,21 @@ class _Run:
             clock = time.perf_counter()
             if self.watch is not None:
                 self.watch.forget()
+            last: list[archive.ArchiveScope] = []
+
+            def attempt() -> None:
+                # A fresh scope per attempt: a retried attempt's archive work was rolled back with its savepoint.
+                with archive.scope(revision, self.run_id, purge=self.settings.purge) as current:
+                    last[:] = [current]
+                    migration_fn(**kw)
+
             retry_on_lock_timeout(
-                lambda: migration_fn(**kw), self.connection, self.policy,
-                what=f"{direction} {revision}", watch=self.watch,
+                attempt, self.connection, self.policy, what=f"{direction} {revision}", watch=self.watch
             )
             finished = datetime.now(UTC)
             record = self._record(step, started, finished, success=True)
+            if last and last[0].events:
+                record.details = {"archive": last[0].events}
             record_run(self.connection, record)
             self.report.steps.append(
                 StepResult(revision, direction, _first_line(step.revision.doc), (time.perf_counter() - clock) * 1000)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ _BOOTSTRAP = [
         success         boolean NOT NULL,
         sqlstate        text,
         error           text,
+        details         jsonb,
         db_user         text NOT NULL DEFAULT current_user,
         os_user         text,
         host            text,
@@ -120,6 +122,7 @@ class RunRecord:
     checksum: str | None = None
     sqlstate: str | None = None
     error: str | None = None
+    details: dict[str, Any] | None = None
     os_user: str | None = field(default_factory=_os_user)
     host: str | None = field(default_factory=socket.gethostname)
 
@@ -136,9 +139,9 @@ def record_run(connection: sa.Connection, record: RunRecord) -> None:
         sa.text(
             f"INSERT INTO {INTERNAL_SCHEMA}.{RUNS_TABLE} "  # noqa: S608 - constant identifiers
             "(run_id, revision, direction, filename, description, checksum, started_at, finished_at, "
-            "duration_ms, success, sqlstate, error, os_user, host, agentdb_version) VALUES "
+            "duration_ms, success, sqlstate, error, details, os_user, host, agentdb_version) VALUES "
             "(:run_id, :revision, :direction, :filename, :description, :checksum, :started_at, :finished_at, "
-            ":duration_ms, :success, :sqlstate, :error, :os_user, :host, :version)"
+            ":duration_ms, :success, :sqlstate, :error, CAST(:details AS jsonb), :os_user, :host, :version)"
         ),
         {
             "run_id": record.run_id,
@@ -153,6 +156,7 @@ def record_run(connection: sa.Connection, record: RunRecord) -> None:
             "success": record.success,
             "sqlstate": record.sqlstate,
             "error": record.error,
+            "details": json.dumps(record.details) if record.details else None,
             "os_user": record.os_user,
             "host": record.host,
             "version": __version__,
@@ -174,7 +178,8 @@ def read_runs(connection: sa.Connection, limit: int | None = None) -> list[dict[
         return []
     query = (
         f"SELECT id, run_id::text AS run_id, revision, direction, filename, description, checksum, "  # noqa: S608
-        f"started_at, finished_at, duration_ms, success, sqlstate, error, db_user, os_user, host, agentdb_version "
+        "started_at, finished_at, duration_ms, success, sqlstate, error, details, "
+        "db_user, os_user, host, agentdb_version "
         f"FROM {INTERNAL_SCHEMA}.{RUNS_TABLE} ORDER BY id DESC"
     )
     if limit is not None:

@@ -65,6 +65,9 @@ class RunSettings:
     ignore_checksums: bool = False
     #: Run the pending migrations in one transaction and roll it back (see :mod:`agentdb.runtime.dryrun`).
     dry_run: bool = False
+    #: Drop the rows of non-empty tables for real on downgrade instead of archiving them
+    #: (see :mod:`agentdb.runtime.archive`).
+    purge: bool = False
 
     @classmethod
     def from_sources(
@@ -87,7 +90,7 @@ class RunSettings:
     def _convert(name: str, raw: str) -> Any:
         if name in {"database_url", "data_dir"}:
             return raw
-        if name in {"ignore_checksums", "dry_run"}:
+        if name in {"ignore_checksums", "dry_run", "purge"}:
             return _parse_bool(raw, name)
         if name == "lock_retries":
             try:
