@@ -17,7 +17,7 @@ from agentdb.runtime.history import file_checksum
 def test_migrations_lists_every_file_with_state_checksum_and_who_applied_it(database_url: str) -> None:
     commands.upgrade("001", database_url=database_url)
 
-    rows = agentdb.migrations(database_url=database_url)
+    rows = agentdb.list_migrations(database_url=database_url)
 
     files = sorted((Path(agentdb.__file__).parent / "migrations" / "versions").glob("*.py"))
     assert [r.revision for r in rows] == sorted(r.revision for r in rows)
@@ -36,7 +36,7 @@ def test_migrations_lists_every_file_with_state_checksum_and_who_applied_it(data
 
 
 def test_migrations_on_an_empty_database_shows_everything_pending(database_url: str) -> None:
-    rows = commands.migrations(database_url=database_url)
+    rows = commands.list_migrations(database_url=database_url)
     assert rows and all(r.state == "pending" for r in rows)
 
 
@@ -45,7 +45,7 @@ def test_migrations_marks_an_applied_file_that_changed_since(database_url: str) 
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE agentdb.migration_runs SET checksum = repeat('0', 64) WHERE revision = '001'")
 
-    (first, *_rest) = commands.migrations(database_url=database_url)
+    (first, *_rest) = commands.list_migrations(database_url=database_url)
 
     assert first.state == "applied" and first.changed is True
 
@@ -54,7 +54,7 @@ def test_migrations_after_a_downgrade_shows_the_revision_pending_again(database_
     commands.upgrade("001", database_url=database_url)
     commands.downgrade("base", database_url=database_url)
 
-    (first, *_rest) = commands.migrations(database_url=database_url)
+    (first, *_rest) = commands.list_migrations(database_url=database_url)
 
     assert first.state == "pending" and first.applied_at is None
 

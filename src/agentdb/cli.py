@@ -266,7 +266,7 @@ def heads(as_json: JsonOpt = False) -> None:
 @app.command("migrations")
 def migrations_(as_json: JsonOpt = False) -> None:
     """List every migration: revision, name, what it does, applied or pending, checksum, when and by whom."""
-    rows = commands.migrations(database_url=state.database_url, data_dir=state.data_dir)
+    rows = commands.list_migrations(database_url=state.database_url, data_dir=state.data_dir)
     if as_json:
         _print_json([row.as_dict() for row in rows])
         return

@@ -43,7 +43,7 @@ __all__ = [
     "heads",
     "history",
     "make_config",
-    "migrations",
+    "list_migrations",
     "new_migration",
     "repair",
     "sql",
@@ -309,7 +309,9 @@ class MigrationInfo:
         return asdict(self)
 
 
-def migrations(*, database_url: str | None = None, data_dir: str | Path | None = None) -> list[MigrationInfo]:
+def list_migrations(
+    *, database_url: str | None = None, data_dir: str | Path | None = None
+) -> list[MigrationInfo]:
     """Every migration in ``versions/``, oldest first: applied or pending, checksum, when and by whom applied.
 
     *Applied* means in the lineage of the database's current revision; the
