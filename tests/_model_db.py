@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 __all__ = [
     "connect", "insert", "make_artist", "make_model_version", "make_track", "make_user", "rejected", "spotify_id",
@@ -35,7 +36,7 @@ def _insert(conn: psycopg.Connection[Any], table: str, values: dict[str, Any]) -
         sql.SQL(", ").join(map(sql.Identifier, values)),
         sql.SQL(", ").join(sql.Placeholder() * len(values)),
     )
-    row = conn.execute(query, list(values.values())).fetchone()
+    row = conn.cursor(row_factory=tuple_row).execute(query, list(values.values())).fetchone()
     assert row is not None
     return int(row[0])
 

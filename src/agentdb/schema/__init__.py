@@ -20,6 +20,7 @@ from agentdb.schema.ai import (
     model_versions,
     recommendations,
 )
+from agentdb.schema.analytics import analytics, audit_log, consent, event_logs
 from agentdb.schema.catalog import (
     album_translations,
     albums,
@@ -43,13 +44,17 @@ __all__ = [
     "ai_content_versions",
     "album_translations",
     "albums",
+    "analytics",
     "api_keys",
     "artist_matches",
     "artists",
+    "audit_log",
     "collaboration_history",
     "collaboration_members",
     "collaboration_roles",
     "collaborations",
+    "consent",
+    "event_logs",
     "metadata",
     "ml_logs",
     "model_versions",

@@ -44,6 +44,13 @@ down_revision: str | None = "001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+squawk_exceptions = {
+    "prefer-bigint-over-smallint": "popularity (0-100), disc/track numbers, total_tracks and credit positions are "
+    "small by nature and bounded by CHECK constraints; a smallint cannot overflow",
+    "prefer-bigint-over-int": "duration_ms is CHECKed to at most 86 400 000 (24 h) and a playlist position to the "
+    "playlist's length (Spotify caps playlists at 10 000 tracks); neither approaches 2^31",
+}
+
 _TABLES = ("albums", "tracks", "track_artists", "album_translations", "track_translations",
            "playlists", "playlist_tracks")
 _WITH_UPDATED_AT = ("albums", "tracks", "album_translations", "track_translations", "playlists")

@@ -41,6 +41,13 @@ down_revision: str | None = "002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+squawk_exceptions = {
+    "prefer-bigint-over-smallint": "recommendations.rank is a position in a list shown to a user, CHECKed >= 1; "
+    "a few hundred at most",
+    "prefer-bigint-over-int": "ai_content_versions.version counts the edits of one piece of content; "
+    "it cannot approach 2^31",
+}
+
 _TABLES = ("model_versions", "ai_content", "ai_content_versions", "recommendations", "ml_logs", "api_keys")
 _WITH_UPDATED_AT = ("model_versions", "ai_content", "api_keys")
 _SCOPES = ("'ai:generate', 'ai:read', 'recommendations:read', 'recommendations:write', "
