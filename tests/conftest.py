@@ -141,7 +141,8 @@ def schema_dump(url: str, *extra: str) -> str:
     """``pg_dump --schema-only`` of the application schemas, stable across runs."""
     pg_dump = find_tool("pg_dump", server_version_num() // 10000)
     result = subprocess.run(
-        [str(pg_dump), "--schema-only", "--no-owner", "--exclude-schema=agentdb", *extra, "--dbname", url],
+        [str(pg_dump), "--schema-only", "--no-owner", "--exclude-schema=agentdb",
+         "--exclude-schema=agentdb_archive", *extra, "--dbname", url],
         capture_output=True, text=True, check=True,
     )
     lines = [

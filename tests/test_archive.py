@@ -117,3 +117,36 @@ def test_purge_drops_rows_for_real_and_says_so(database_url: str, script_locatio
     assert [(e["purged"], e["rows"]) for e in details["archive"]] == [("public.artists", 3), ("public.users", 2)]
     commands.upgrade("001", database_url=database_url)
     assert _rows(database_url, "users") == []
+
+
+def test_rows_a_migration_seeds_again_win_over_their_archived_copies(database_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
+    seeded = fixture_migration(
+        "002", "001",
+        "op.create_table('kinds', sa.Column('id', sa.BigInteger, sa.Identity(), primary_key=True),\n"
+        "                sa.Column('name', sa.Text, unique=True))\n"
+        "op.execute(\"INSERT INTO kinds (name) VALUES ('album'), ('single')\")",
+        "op.drop_table('kinds')",
+    )
+    script_location({"002_kinds.py": seeded}, upto="001")
+    commands.upgrade("head", database_url=database_url)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO kinds (name) VALUES ('ep')")
+    commands.downgrade("001", database_url=database_url)
+    commands.upgrade("head", database_url=database_url)
+    assert [r[1] for r in _rows(database_url, "kinds")] == ["album", "single", "ep"]
+    with psycopg.connect(database_url) as conn:
+        (details,) = conn.execute(
+            "SELECT details FROM agentdb.migration_runs WHERE direction = 'upgrade' AND details IS NOT NULL"
+        ).fetchone()
+    assert [(e["restored"], e["rows"], e["skipped"]) for e in details["archive"]] == [("public.kinds", 1, 2)]
+
+
+def test_dry_run_of_a_downgrade_reports_what_it_would_archive(database_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
+    script_location(upto="001")
+    commands.upgrade("001", database_url=database_url)
+    _fill(database_url)
+    report = commands.dry_run("base", direction="downgrade", database_url=database_url)
+    archived = [(e["archived"], e["rows"]) for step in report.steps for e in step.observed.archive]
+    assert archived == [("public.artists", 3), ("public.users", 2)]
+    assert _scalar(database_url, "SELECT to_regclass('agentdb.archived_tables')") is None
+    assert len(_rows(database_url, "users")) == 2

@@ -199,3 +199,9 @@ def test_embedded_data_directory_locked_by_another_process_is_reported(tmp_path:
     assert result.returncode == 3
     lines = _error_lines(result)
     assert len(lines) == 1 and "locked by another process" in lines[0]
+
+
+def test_offline_sql_between_two_revisions_downwards() -> None:
+    result = run_cli("sql", "002:001")
+    assert result.returncode == 0, result.stderr
+    assert "DROP TABLE" in result.stdout and "UPDATE agentdb.alembic_version SET version_num='001'" in result.stdout

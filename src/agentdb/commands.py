@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from alembic.script.revision import ResolutionError
+from alembic.script.revision import ResolutionError, RevisionError
 from alembic.util import CommandError
 
 from agentdb.connection import Target, connect, create_engine, resolve
@@ -428,7 +428,7 @@ def _is_upgrade(script: ScriptDirectory, frm: str, to: str) -> bool:
         return False
     try:
         list(script.iterate_revisions(to, frm))
-    except (ResolutionError, CommandError):
+    except (RevisionError, CommandError):  # RangeNotAncestorError: TO is below FROM
         return False
     return True
 

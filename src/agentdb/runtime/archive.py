@@ -87,18 +87,30 @@ class ArchiveScope:
     run_id: uuid.UUID | None
     purge: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
+    pending_restores: list[tuple[str, str]] = field(default_factory=list)
 
 
 _SCOPE: ContextVar[ArchiveScope | None] = ContextVar("agentdb_archive_scope", default=None)
 
 
 @contextlib.contextmanager
-def scope(revision: str | None, run_id: uuid.UUID | None, *, purge: bool = False) -> Iterator[ArchiveScope]:
-    """Declare the migration step that the operations inside belong to; collects what was archived or restored."""
+def scope(
+    revision: str | None, run_id: uuid.UUID | None, connection: sa.Connection, *, purge: bool = False
+) -> Iterator[ArchiveScope]:
+    """Declare the migration step that the operations inside belong to.
+
+    Collects what was archived or restored (for the run history).  Archived rows
+    of tables the step created are restored when the step's body has finished,
+    so rows the migration itself inserts (a seeded lookup table) win over their
+    archived copies: archived rows that would violate a unique constraint are
+    skipped and counted.
+    """
     current = ArchiveScope(revision, run_id, purge)
     token = _SCOPE.set(current)
     try:
         yield current
+        for schema, table in current.pending_restores:
+            _restore(connection, current, schema, table)
     finally:
         _SCOPE.reset(token)
 
@@ -183,14 +195,13 @@ def _create_table(operations: Operations, operation: ops.CreateTableOp) -> sa.Ta
         kw["if_not_exists"] = operation.if_not_exists
     table = operation.to_table(context)
     operations.impl.create_table(table, **kw)
-    if not context.as_sql and _SCOPE.get() is not None:
-        connection = context.connection
-        assert connection is not None
-        _restore(connection, operation.schema or "public", operation.table_name)
+    current = _SCOPE.get()
+    if not context.as_sql and current is not None:
+        current.pending_restores.append((operation.schema or "public", operation.table_name))
     return table
 
 
-def _restore(connection: sa.Connection, schema: str, table: str) -> None:
+def _restore(connection: sa.Connection, current: ArchiveScope, schema: str, table: str) -> None:
     registry = _raw(connection, sql.SQL("SELECT to_regclass({})").format(
         sql.Literal(f"{INTERNAL_SCHEMA}.{REGISTRY_TABLE}")))
     if not registry or registry[0][0] is None:
@@ -212,9 +223,12 @@ def _restore(connection: sa.Connection, schema: str, table: str) -> None:
     target = sql.Identifier(schema, table)
     # The rows come back as they were: mark the change so audit triggers can tell a restore from new data.
     _raw(connection, sql.SQL("SELECT set_config('agentdb.actor', 'agentdb restore', true)"))
-    _raw(connection, sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
-        target, sql.SQL(", ").join(names), sql.SQL(", ").join(names), sql.Identifier(ARCHIVE_SCHEMA, archive)))
-    restored = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(target))[0][0]
+    before = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(target))[0][0]
+    _raw(connection, sql.SQL(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING"
+    ).format(target, sql.SQL(", ").join(names), sql.SQL(", ").join(names), sql.Identifier(ARCHIVE_SCHEMA, archive)))
+    restored = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(target))[0][0] - before
+    skipped = expected - restored
     identities = _raw(connection, sql.SQL(
         "SELECT attname FROM pg_attribute WHERE attrelid = {}::regclass AND attidentity <> '' AND NOT attisdropped"
     ).format(sql.Literal(f"{schema}.{table}")))
@@ -225,11 +239,10 @@ def _restore(connection: sa.Connection, schema: str, table: str) -> None:
     _raw(connection, sql.SQL("DROP TABLE {}").format(sql.Identifier(ARCHIVE_SCHEMA, archive)))
     _raw(connection, sql.SQL("UPDATE {} SET restored_at = now(), restored_rows = %(rows)s WHERE id = %(id)s").format(
         sql.Identifier(INTERNAL_SCHEMA, REGISTRY_TABLE)), {"rows": restored, "id": entry_id})
-    current = _SCOPE.get()
-    if current is not None:
-        current.events.append({"restored": f"{schema}.{table}", "rows": restored,
-                               "archive": f"{ARCHIVE_SCHEMA}.{archive}"})
-    _log.info("restored %d of %d archived rows into %s.%s", restored, expected, schema, table)
+    current.events.append({"restored": f"{schema}.{table}", "rows": restored, "skipped": skipped,
+                           "archive": f"{ARCHIVE_SCHEMA}.{archive}"})
+    log = _log.warning if skipped else _log.info
+    log("restored %d of %d archived rows into %s.%s (%d already there)", restored, expected, schema, table, skipped)
 
 
 def archived_tables(connection: sa.Connection, *, include_restored: bool = False) -> list[dict[str, Any]]:

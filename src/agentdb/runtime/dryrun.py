@@ -43,6 +43,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
 
 from agentdb.errors import ChecksumMismatch, NotTransactional
+from agentdb.runtime import archive
 from agentdb.runtime.history import INTERNAL_SCHEMA
 from agentdb.runtime.locks import BlockerWatch, RetryPolicy, retry_on_lock_timeout
 from agentdb.runtime.settings import RunSettings
@@ -102,6 +103,8 @@ class StepObservation:
     duration_ms: float
     locks: tuple[LockTaken, ...]
     rewritten: tuple[str, ...]
+    #: What the archive did: rows it would archive, restore or purge (see :mod:`agentdb.runtime.archive`).
+    archive: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -301,9 +304,14 @@ class _DryRun:
             self.log.statements.clear()
             self.log.active = True
             try:
-                migration_fn(**kw)
+                # The same archive work as a real run, so the report shows what a rollback would keep.
+                with archive.scope(plan.revision, None, self.connection, purge=self.settings.purge) as current:
+                    events[:] = [current]
+                    migration_fn(**kw)
             finally:
                 self.log.active = False
+
+        events: list[archive.ArchiveScope] = []
 
         @functools.wraps(migration_fn)
         def run(**kw: Any) -> None:
@@ -323,7 +331,10 @@ class _DryRun:
                 _relation_locks(self.connection, self.pid),
             )
             self.report.steps.append(
-                DryRunStep(plan, StepObservation(tuple(self.log.statements), duration, locks, rewritten))
+                DryRunStep(plan, StepObservation(
+                    tuple(self.log.statements), duration, locks, rewritten,
+                    tuple(events[0].events) if events else (),
+                ))
             )
             _log.debug("dry run: %s %s took %.0f ms", plan.direction, plan.revision, duration)
 

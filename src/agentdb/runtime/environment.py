@@ -205,7 +205,7 @@ class _Run:
 
             def attempt() -> None:
                 # A fresh scope per attempt: a retried attempt's archive work was rolled back with its savepoint.
-                with archive.scope(revision, self.run_id, purge=self.settings.purge) as current:
+                with archive.scope(revision, self.run_id, self.connection, purge=self.settings.purge) as current:
                     last[:] = [current]
                     migration_fn(**kw)
 
