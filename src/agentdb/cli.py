@@ -217,6 +217,79 @@ def downgrade(
     _show_report(report, as_json, "downgrade")
 
 
+def _archive_summary(events: tuple[dict[str, Any], ...]) -> str:
+    parts = []
+    for event in events:
+        if "archived" in event:
+            parts.append(f"archive {event['rows']} rows of {event['archived']}")
+        elif "purged" in event:
+            parts.append(f"[red]purge {event['rows']} rows of {event['purged']}[/red]")
+        elif "restored" in event:
+            parts.append(f"restore {event['rows']} rows into {event['restored']}")
+    return "\n".join(parts) or "no rows to keep"
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def rollback(
+    revision: Annotated[
+        str | None, typer.Argument(help="Roll back to this revision (id or base); default: one migration.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", "-n", min=1, help="Roll back this many migrations.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Drop the rows of dropped tables for real instead of archiving them.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would happen.")] = False,
+    lock_timeout: LockTimeoutOpt = None,
+    run_lock_timeout: RunLockOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Roll back migrations without losing data: shows the plan, asks, then archives and downgrades.
+
+    The plan is a dry run on the real database (rolled back): which migrations
+    are undone and which tables' rows are archived (or, with --purge, deleted).
+    Archived rows come back when the migrations are applied again.
+    """
+    plan = commands.plan_rollback(
+        revision, steps=steps, purge=purge, database_url=state.database_url, data_dir=state.data_dir,
+        lock_timeout=_duration(lock_timeout, "lock timeout"),
+        run_lock_timeout=_duration(run_lock_timeout, "run lock timeout"),
+    )
+    at = ", ".join(plan.revisions_before) or "base"
+    if not as_json:
+        if not plan.steps:
+            out.print(f"nothing to roll back (database at {at})")
+            return
+        table = Table("undo", "what happens to the data", "statements", title=f"rollback plan (database at {at})")
+        for step in plan.steps:
+            table.add_row(f"{step.plan.revision} {step.plan.description}", _archive_summary(step.observed.archive),
+                          str(len(step.observed.statements)))
+        out.print(table)
+    if dry_run or not plan.steps:
+        if as_json:
+            _print_json({"plan": plan.as_dict(), "applied": False})
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise AgentdbError("rollback needs confirmation and there is no terminal to ask",
+                               hint="pass --yes, or --dry-run to only see the plan")
+        revisions = ", ".join(step.plan.revision for step in plan.steps)
+        if not typer.confirm(f"Roll back {revisions}{' and PURGE their rows' if purge else ''}?", default=False):
+            err.print("not rolled back: nothing changed")
+            raise typer.Exit(1)
+    report = commands.rollback(
+        revision, steps=steps, purge=purge, expect_at=plan.revisions_before,
+        database_url=state.database_url, data_dir=state.data_dir,
+        lock_timeout=_duration(lock_timeout, "lock timeout"),
+        run_lock_timeout=_duration(run_lock_timeout, "run lock timeout"),
+    )
+    if as_json:
+        _print_json({"plan": plan.as_dict(), "applied": True,
+                     "steps": [asdict(s) for s in report.steps], "database": report.database})
+        return
+    _show_report(report, False, "roll back")
+
+
 @app.command()
 def current(as_json: JsonOpt = False) -> None:
     """Show the revision the database is at and what is pending."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -45,7 +45,10 @@ __all__ = [
     "list_migrations",
     "make_config",
     "new_migration",
+    "plan_rollback",
     "repair",
+    "rollback",
+    "rollback_target",
     "sql",
     "upgrade",
     "validate",
@@ -161,11 +164,16 @@ def downgrade(
     statement_timeout: float | None = None,
     lock_retries: int | None = None,
     run_lock_timeout: float | None = None,
+    purge: bool | None = None,
 ) -> RunReport:
-    """Roll back to ``revision`` (an id, ``-N`` or ``base``)."""
+    """Roll back to ``revision`` (an id, ``-N`` or ``base``).
+
+    A migration's ``op.drop_table`` of a table that holds rows archives them
+    first (see :mod:`agentdb.runtime.archive`); ``purge=True`` drops them for real.
+    """
     settings = _settings(
         database_url, data_dir, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-        lock_retries=lock_retries, run_lock_timeout=run_lock_timeout,
+        lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, purge=purge,
     )
     config = make_config(settings)
     _check_revision(_script(config), revision)
@@ -187,6 +195,7 @@ def dry_run(
     lock_retries: int | None = None,
     run_lock_timeout: float | None = None,
     ignore_checksums: bool | None = None,
+    purge: bool | None = None,
 ) -> DryRunReport:
     """Run the migrations up (or down) to ``revision`` on the real database in one transaction, and roll back.
 
@@ -200,7 +209,7 @@ def dry_run(
     settings = _settings(
         database_url, data_dir, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
         lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, ignore_checksums=ignore_checksums,
-        dry_run=True,
+        dry_run=True, purge=purge,
     )
     config = make_config(settings)
     _check_revision(_script(config), revision)
@@ -212,6 +221,74 @@ def dry_run(
         else:
             alembic_command.downgrade(config, revision)
     return report
+
+
+def rollback_target(revision: str | None = None, steps: int | None = None) -> str:
+    """The downgrade target of a rollback: a revision, or ``-N`` for ``steps`` migrations (default one)."""
+    if revision is not None and steps is not None:
+        raise AgentdbError("give a revision or a number of steps, not both", hint="agentdb rollback 003, or --steps 2")
+    if steps is not None:
+        if steps < 1:
+            raise AgentdbError(f"invalid number of steps {steps}", hint="at least 1")
+        return f"-{steps}"
+    return revision or "-1"
+
+
+def plan_rollback(
+    revision: str | None = None,
+    *,
+    steps: int | None = None,
+    purge: bool = False,
+    database_url: str | None = None,
+    data_dir: str | Path | None = None,
+    lock_timeout: float | None = None,
+    run_lock_timeout: float | None = None,
+) -> DryRunReport:
+    """What :func:`rollback` would do, found by rehearsing it on the real database (a dry run).
+
+    The report lists, per migration to undo, the tables whose rows would be
+    archived (or purged), the statements and the locks.
+    """
+    return dry_run(
+        rollback_target(revision, steps), direction="downgrade", purge=purge or None,
+        database_url=database_url, data_dir=data_dir, lock_timeout=lock_timeout, run_lock_timeout=run_lock_timeout,
+    )
+
+
+def rollback(
+    revision: str | None = None,
+    *,
+    steps: int | None = None,
+    purge: bool = False,
+    expect_at: Sequence[str] | None = None,
+    database_url: str | None = None,
+    data_dir: str | Path | None = None,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+    lock_retries: int | None = None,
+    run_lock_timeout: float | None = None,
+) -> RunReport:
+    """Roll back to ``revision``, or by ``steps`` migrations (default one), losing nothing.
+
+    Non-empty tables that a downgrade drops are archived and come back on the
+    next upgrade (see :mod:`agentdb.runtime.archive`); ``purge=True`` drops
+    their rows for real.  With ``expect_at`` (the revisions a plan was made
+    at), refuses when the database has moved since, so what runs is what was
+    shown.
+    """
+    target = rollback_target(revision, steps)
+    if expect_at is not None:
+        now = current(database_url=database_url, data_dir=data_dir).revisions
+        if tuple(now) != tuple(expect_at):
+            raise AgentdbError(
+                f"the database moved since the rollback was planned: it was at {', '.join(expect_at) or 'base'}, "
+                f"it is at {', '.join(now) or 'base'}",
+                hint="run agentdb rollback again to see the new plan",
+            )
+    return downgrade(
+        target, purge=purge or None, database_url=database_url, data_dir=data_dir, lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout, lock_retries=lock_retries, run_lock_timeout=run_lock_timeout,
+    )
 
 
 @dataclass(frozen=True)

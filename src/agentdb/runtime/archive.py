@@ -221,12 +221,15 @@ def _restore(connection: sa.Connection, current: ArchiveScope, schema: str, tabl
     ).format(sql.Literal(f"{schema}.{table}"), sql.Literal(f"{ARCHIVE_SCHEMA}.{archive}")))
     names = [sql.Identifier(row[0]) for row in columns]
     target = sql.Identifier(schema, table)
-    # The rows come back as they were: mark the change so audit triggers can tell a restore from new data.
-    _raw(connection, sql.SQL("SELECT set_config('agentdb.actor', 'agentdb restore', true)"))
     before = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(target))[0][0]
+    # The rows come back as they were, so user triggers (audit, timestamps) must not treat them as new
+    # writes.  DISABLE TRIGGER USER is owner-only (a session variable would let any client skip the audit)
+    # and keeps the foreign-key triggers; the table was created in this transaction, so its lock is ours.
+    _raw(connection, sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(target))
     _raw(connection, sql.SQL(
         "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ON CONFLICT DO NOTHING"
     ).format(target, sql.SQL(", ").join(names), sql.SQL(", ").join(names), sql.Identifier(ARCHIVE_SCHEMA, archive)))
+    _raw(connection, sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(target))
     restored = _raw(connection, sql.SQL("SELECT count(*) FROM {}").format(target))[0][0] - before
     skipped = expected - restored
     identities = _raw(connection, sql.SQL(

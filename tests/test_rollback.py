@@ -1,0 +1,141 @@
+"""`agentdb rollback`: plan first, confirmation, archive instead of loss, --purge, --dry-run, bad targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import time
+
+import psycopg
+from conftest import BIN, run_cli, schema_dump
+
+from agentdb import commands
+from agentdb.runtime.locks import RUN_LOCK_KEY
+
+
+def _fill(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO users (email, display_name) VALUES ('ann@example.org', 'Ann'), "
+                     "('bob@example.org', 'Bob')")
+        conn.execute("INSERT INTO artists (user_id, name) SELECT id, display_name FROM users")
+
+
+def _at(url: str) -> str | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT version_num FROM agentdb.alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def _head() -> str:
+    heads = commands.heads()
+    return str(heads[0]["revision"])
+
+
+def test_rollback_to_base_with_yes_archives_and_upgrade_brings_every_row_back(migrated_url: str) -> None:
+    _fill(migrated_url)
+    with psycopg.connect(migrated_url) as conn:
+        users = conn.execute("SELECT * FROM users ORDER BY id").fetchall()
+        artists = conn.execute("SELECT * FROM artists ORDER BY id").fetchall()
+    result = run_cli("--database-url", migrated_url, "rollback", "base", "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["applied"] is True
+    archived = {e["archived"]: e["rows"] for step in data["plan"]["steps"] for e in step["archive"]
+                if "archived" in e}
+    assert archived["public.users"] == 2 and archived["public.artists"] == 2
+    assert _at(migrated_url) is None
+
+    assert run_cli("--database-url", migrated_url, "upgrade").returncode == 0
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT * FROM users ORDER BY id").fetchall() == users
+        assert conn.execute("SELECT * FROM artists ORDER BY id").fetchall() == artists
+
+
+def test_rollback_without_a_terminal_or_yes_refuses_and_changes_nothing(migrated_url: str) -> None:
+    before = schema_dump(migrated_url)
+    result = run_cli("--database-url", migrated_url, "rollback")
+    assert result.returncode == 1
+    assert "rollback needs confirmation" in result.stderr and "--yes" in result.stderr
+    assert "rollback plan" in result.stdout
+    assert _at(migrated_url) == _head()
+    assert schema_dump(migrated_url) == before
+
+
+def test_rollback_asks_and_a_no_changes_nothing_a_yes_rolls_back(migrated_url: str) -> None:
+    def answer(text: str) -> tuple[int, str]:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([str(BIN / "agentdb"), "--database-url", migrated_url, "rollback"],
+                                stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(follower)
+        time.sleep(0.2)
+        os.write(leader, text.encode())
+        out, errors = proc.communicate(timeout=120)
+        os.close(leader)
+        return proc.returncode, out + errors
+
+    code, output = answer("n\n")
+    assert code == 1 and "nothing changed" in output
+    assert _at(migrated_url) == _head()
+    code, output = answer("y\n")
+    assert code == 0, output
+    assert _at(migrated_url) != _head()
+
+
+def test_rollback_dry_run_shows_the_plan_and_keeps_everything(migrated_url: str) -> None:
+    _fill(migrated_url)
+    before = schema_dump(migrated_url)
+    result = run_cli("--database-url", migrated_url, "rollback", "--steps", str(len(commands.heads()) and 99),
+                     "--dry-run")
+    assert result.returncode == 2, result.stdout + result.stderr  # 99 steps: past the first revision
+    result = run_cli("--database-url", migrated_url, "rollback", "base", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["applied"] is False and data["plan"]["rolled_back"] is True
+    assert schema_dump(migrated_url) == before
+    assert _at(migrated_url) == _head()
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (2,)
+        assert conn.execute("SELECT to_regclass('agentdb.archived_tables')").fetchone() == (None,)
+
+
+def test_rollback_with_purge_deletes_rows_for_real(migrated_url: str) -> None:
+    _fill(migrated_url)
+    result = run_cli("--database-url", migrated_url, "rollback", "base", "--purge", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "purge 2 rows of public.users" in result.stdout
+    assert run_cli("--database-url", migrated_url, "upgrade").returncode == 0
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
+def test_rollback_past_the_first_revision_or_to_an_unknown_one_is_refused(migrated_url: str) -> None:
+    too_far = run_cli("--database-url", migrated_url, "rollback", "--steps", "99", "--yes")
+    assert too_far.returncode == 2
+    assert "the database is at" in too_far.stderr and "was not changed" in too_far.stderr
+    unknown = run_cli("--database-url", migrated_url, "rollback", "xyz", "--yes")
+    assert unknown.returncode == 2 and "unknown revision 'xyz'" in unknown.stderr
+    both = run_cli("--database-url", migrated_url, "rollback", "001", "--steps", "1", "--yes")
+    assert both.returncode == 1 and "not both" in both.stderr
+    assert _at(migrated_url) == _head()
+
+
+def test_rollback_while_another_run_holds_the_lock_is_refused(migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
+        result = run_cli("--database-url", migrated_url, "rollback", "--yes", "--run-lock-timeout", "1s")
+    assert result.returncode == 4
+    assert "another migration run holds the agentdb run lock" in result.stderr
+    assert _at(migrated_url) == _head()
+
+
+def test_rollback_refuses_when_the_database_moved_after_the_plan(migrated_url: str) -> None:
+    plan = commands.plan_rollback(database_url=migrated_url)
+    commands.downgrade("-1", database_url=migrated_url)
+    try:
+        commands.rollback(database_url=migrated_url, expect_at=plan.revisions_before)
+    except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        assert "moved since the rollback was planned" in str(exc)
+    else:
+        raise AssertionError("rollback ran although the database had moved")
