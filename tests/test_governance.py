@@ -10,7 +10,6 @@ from _fixture_migrations import migrations_copy, write_migration
 from conftest import run_cli
 
 from agentdb import commands, governance
-from agentdb.governance.personal_data import registry
 from agentdb.governance.squawk import find_squawk, lint, strip_version_table
 
 ALTER_OK = "op.execute('COMMENT ON TABLE users IS ''People'' ')"
@@ -171,13 +170,20 @@ def test_new_column_of_user_linked_table_must_be_in_personal_data_registry(locat
     assert governance.check(squawk=False, personal_data=lambda: declared).ok
 
 
-def test_personal_data_rule_says_skipped_while_there_is_no_registry(location: Path) -> None:
+def test_personal_data_rule_runs_against_the_real_registry(location: Path) -> None:
+    write_migration(location, "002_add_nickname.py", revision="002", down_revision="001",
+                    upgrade="op.add_column('users', sa.Column('nickname', sa.Text(), nullable=True))",
+                    downgrade="op.drop_column('users', 'nickname')")
+
     report = governance.check(squawk=False)
 
-    if registry() is None:
-        assert any(s.startswith("personal-data: skipped: no registry yet") for s in report.skipped)
-    else:
-        assert not any(s.startswith("personal-data") for s in report.skipped)
+    assert not any(s.startswith("personal-data") for s in report.skipped)
+    assert [(v.filename, v.message.split()[2]) for v in report.violations if v.rule == "personal-data"] == [
+        ("002_add_nickname.py", "users.nickname"),
+    ]
+    result = run_cli("check", "--no-squawk", env={"AGENTDB_SCRIPT_LOCATION": str(location)})
+    assert result.returncode == 7
+    assert "[personal-data] new column users.nickname" in result.stderr
 
 
 def test_cli_check_prints_one_line_per_violation_and_exits_non_zero(location: Path) -> None:

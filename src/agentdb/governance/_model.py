@@ -42,7 +42,7 @@ class CheckReport:
     checked: tuple[str, ...] = ()
     violations: list[Violation] = field(default_factory=list)
     exemptions: list[Exemption] = field(default_factory=list)
-    #: Checks that could not run, with the reason ("personal-data: skipped: no registry yet").
+    #: Checks that could not run, with the reason ("squawk: skipped on request").
     skipped: list[str] = field(default_factory=list)
 
     @property

@@ -7,16 +7,18 @@ and from the migrations' own SQL).  A column a migration adds to such a table
 in the registry, declared personal or not: erasure, export and grants derive
 from it, so a column missing there is a column they silently ignore.
 
-The registry is read through one small interface, imported lazily::
+The registry is read through one small interface::
 
     agentdb.schema.personal_data.declared_columns() -> Iterable[tuple[str, str]]   # (table, column)
 
-Until that module exists the check is reported as skipped, never as passed.
+It is derived from the ``info={"pii": ...}`` declarations of the schema's
+columns, so a column a migration adds without declaring it in the models (a
+text column with no declaration, or a column missing from the models) is
+reported here.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterable
 
@@ -44,17 +46,11 @@ def _name(raw: str) -> str:
     return name.removeprefix("public.")
 
 
-def registry() -> Callable[[], Iterable[tuple[str, str]]] | None:
-    """The registry's ``declared_columns`` function, or ``None`` while it does not exist."""
-    module_name, function = REGISTRY
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            return None
-        raise
-    found = getattr(module, function, None)
-    return found if callable(found) else None
+def registry() -> Callable[[], Iterable[tuple[str, str]]]:
+    """The registry's ``declared_columns`` function."""
+    from agentdb.schema.personal_data import declared_columns
+
+    return declared_columns
 
 
 def _body(sql: str, start: int) -> str:
@@ -143,11 +139,6 @@ def check_personal_data(
 ) -> None:
     """Report every new column of a user-linked table that the registry does not declare."""
     source = declared or registry()
-    if source is None:
-        report.skipped.append(
-            f"personal-data: skipped: no registry yet (expected {REGISTRY[0]}.{REGISTRY[1]}())"
-        )
-        return
     known = {(_name(table), column) for table, column in source()}
     from agentdb import commands
 

@@ -13,6 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from agentdb.schema._base import created_at, id_column, metadata, updated_at
+from agentdb.schema._pii import Category as C
+from agentdb.schema._pii import Erasure as E
+from agentdb.schema._pii import not_personal, personal
 
 __all__ = [
     "API_KEY_SCOPES",
@@ -27,6 +30,8 @@ __all__ = [
     "model_versions",
     "recommendations",
 ]
+
+ENUM = "a value from a fixed list"
 
 MODEL_FRAMEWORKS = ("tensorflow", "pytorch", "huggingface", "scikit-learn", "onnx", "xgboost", "other")
 MODEL_STATUSES = ("registered", "staging", "production", "archived", "failed")
@@ -95,12 +100,15 @@ ai_content = sa.Table(
         "track_id", sa.BigInteger, sa.ForeignKey("tracks.id", ondelete="CASCADE"), nullable=True,
         comment="The track the content is about, if any; CASCADE: it means nothing without the track",
     ),
-    sa.Column("kind", sa.Text, nullable=False, comment="What it is: " + ", ".join(CONTENT_KINDS)),
+    sa.Column("kind", sa.Text, nullable=False,
+              info=not_personal(ENUM), comment="What it is: " + ", ".join(CONTENT_KINDS)),
     sa.Column("locale", sa.Text, nullable=False, server_default=sa.text("'en'"),
+              info=not_personal("language of the generated content, not of a person"),
               comment="Language of the content, as a BCP 47 tag"),
-    sa.Column("title", sa.Text, nullable=True, comment="Short title shown in lists"),
+    sa.Column("title", sa.Text, nullable=True,
+              info=personal(C.FREE_TEXT, E.DELETE_ROW), comment="Short title shown in lists"),
     sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'draft'"),
-              comment="draft, published or archived"),
+              info=not_personal(ENUM), comment="draft, published or archived"),
     created_at(),
     updated_at(),
     sa.CheckConstraint(_in("kind", CONTENT_KINDS), name="kind_valid"),
@@ -122,10 +130,13 @@ ai_content_versions = sa.Table(
         comment="The content this is a version of; CASCADE: versions are part of the content",
     ),
     sa.Column("version", sa.Integer, nullable=False, comment="Version number, from 1, per content"),
-    sa.Column("body", sa.Text, nullable=False, comment="The generated or edited text"),
-    sa.Column("prompt", sa.Text, nullable=True, comment="The prompt that produced it, if generated"),
+    sa.Column("body", sa.Text, nullable=False,
+              info=personal(C.FREE_TEXT, E.DELETE_ROW), comment="The generated or edited text"),
+    sa.Column("prompt", sa.Text, nullable=True,
+              info=personal(C.FREE_TEXT, E.DELETE_ROW), comment="The prompt that produced it, if generated"),
     sa.Column(
         "parameters", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"),
+        info=not_personal("generation settings (temperature, seed), by contract no personal data"),
         comment="Generation parameters (temperature, seed...) as a JSON object",
     ),
     sa.Column(
@@ -164,12 +175,16 @@ recommendations = sa.Table(
     ),
     sa.Column("score", sa.Double, nullable=False, comment="Model score, 0 to 1"),
     sa.Column("rank", sa.SmallInteger, nullable=True, comment="Position in the list shown, from 1"),
-    sa.Column("context", sa.Text, nullable=False, comment="Where it was shown: " + ", ".join(RECOMMENDATION_CONTEXTS)),
-    sa.Column("reason", sa.Text, nullable=True, comment="Explanation shown to the user"),
+    sa.Column("context", sa.Text, nullable=False,
+              info=personal(C.BEHAVIOURAL, E.DELETE_ROW),
+              comment="Where it was shown: " + ", ".join(RECOMMENDATION_CONTEXTS)),
+    sa.Column("reason", sa.Text, nullable=True,
+              info=personal(C.BEHAVIOURAL, E.DELETE_ROW), comment="Explanation shown to the user"),
     sa.Column("served_at", sa.DateTime(timezone=True), nullable=True,
+              info=personal(C.BEHAVIOURAL, E.DELETE_ROW),
               comment="When it was shown to the user; NULL while not served"),
     sa.Column("clicked_at", sa.DateTime(timezone=True), nullable=True,
-              comment="When the user clicked it; NULL while not clicked"),
+              info=personal(C.BEHAVIOURAL, E.DELETE_ROW), comment="When the user clicked it; NULL while not clicked"),
     created_at(),
     sa.CheckConstraint("score BETWEEN 0 AND 1", name="score_range"),
     sa.CheckConstraint("rank >= 1", name="rank_positive"),
@@ -191,19 +206,24 @@ ml_logs = sa.Table(
         "model_version_id", sa.BigInteger, sa.ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False,
         comment="The model version concerned; RESTRICT: provenance is kept",
     ),
-    sa.Column("event_type", sa.Text, nullable=False, comment="training, evaluation or inference"),
-    sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'ok'"), comment="ok or error"),
+    sa.Column("event_type", sa.Text, nullable=False,
+              info=not_personal(ENUM), comment="training, evaluation or inference"),
+    sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'ok'"),
+              info=not_personal(ENUM), comment="ok or error"),
     sa.Column("latency_ms", sa.Double, nullable=True, comment="Duration of the event in milliseconds"),
     sa.Column(
         "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
         comment="The user an inference was for; SET NULL: the log is kept, anonymised, when the user is erased",
     ),
-    sa.Column("request_id", sa.Text, nullable=True, comment="Request or job id, to correlate with event_logs"),
+    sa.Column("request_id", sa.Text, nullable=True,
+              info=personal(C.PSEUDONYMOUS, E.NULLIFY), comment="Request or job id, to correlate with event_logs"),
     sa.Column(
         "details", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"),
+        info=not_personal("metrics, hyper-parameters and input sizes; by contract no personal data"),
         comment="Event details (metrics, hyper-parameters, input sizes) as a JSON object; no personal data",
     ),
-    sa.Column("error", sa.Text, nullable=True, comment="Error message when status is error"),
+    sa.Column("error", sa.Text, nullable=True,
+              info=personal(C.FREE_TEXT, E.NULLIFY), comment="Error message when status is error"),
     created_at(),
     sa.CheckConstraint("event_type IN ('training', 'evaluation', 'inference')", name="event_type_valid"),
     sa.CheckConstraint("status IN ('ok', 'error')", name="status_valid"),
@@ -223,15 +243,19 @@ api_keys = sa.Table(
         "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
         comment="The key's owner; CASCADE: a user's keys are erased with the account",
     ),
-    sa.Column("name", sa.Text, nullable=False, comment="Label given by the owner"),
+    sa.Column("name", sa.Text, nullable=False,
+              info=personal(C.FREE_TEXT, E.DELETE_ROW), comment="Label given by the owner"),
     sa.Column("key_prefix", sa.Text, nullable=False,
+              info=personal(C.CREDENTIAL, E.DELETE_ROW),
               comment="First characters of the key, shown to identify it; not a secret"),
     sa.Column(
         "key_hash", sa.Text, nullable=False,
+        info=personal(C.CREDENTIAL, E.DELETE_ROW),
         comment="SHA-256 of the whole key, lower-case hex; the key itself is never stored. Secret: never audited",
     ),
     sa.Column(
         "scopes", pg.ARRAY(sa.Text), nullable=False,
+        info=not_personal("a subset of a fixed list of scopes"),
         comment="What the key may do, a non-empty subset of: " + ", ".join(API_KEY_SCOPES),
     ),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True,

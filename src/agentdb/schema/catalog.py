@@ -15,6 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from agentdb.schema._base import created_at, id_column, metadata, updated_at
+from agentdb.schema._pii import Category as C
+from agentdb.schema._pii import Erasure as E
+from agentdb.schema._pii import not_personal, personal
 
 __all__ = [
     "CREDIT_ROLES",
@@ -26,6 +29,8 @@ __all__ = [
     "track_translations",
     "tracks",
 ]
+
+ENUM = "a value from a fixed list"
 
 #: Roles a credit can have; a CHECK constraint, not an enum type, so adding one is a one-line migration.
 CREDIT_ROLES = ("main", "featured", "producer", "composer", "lyricist", "remixer", "performer", "mixer")
@@ -158,7 +163,7 @@ track_artists = sa.Table(
         comment="The credited artist; RESTRICT: an artist with credits is not deleted by accident",
     ),
     sa.Column("role", sa.Text, nullable=False, server_default=sa.text("'main'"),
-              comment="What the artist did: " + ", ".join(CREDIT_ROLES)),
+              info=not_personal(ENUM), comment="What the artist did: " + ", ".join(CREDIT_ROLES)),
     sa.Column("position", sa.SmallInteger, nullable=False, server_default=sa.text("1"),
               comment="Order of the credit as displayed, from 1"),
     created_at(),
@@ -202,9 +207,11 @@ playlists = sa.Table(
         comment="The user who owns the playlist; CASCADE: a user's playlists are erased with the account",
     ),
     sa.Column("spotify_playlist_id", sa.Text, nullable=True,
+              info=personal(C.IDENTIFIER, E.DELETE_ROW),
               comment="Spotify playlist id (22 base-62 characters), once synced"),
-    sa.Column("name", sa.Text, nullable=False, comment="Playlist name"),
-    sa.Column("description", sa.Text, nullable=True, comment="Playlist description"),
+    sa.Column("name", sa.Text, nullable=False, info=personal(C.FREE_TEXT, E.DELETE_ROW), comment="Playlist name"),
+    sa.Column("description", sa.Text, nullable=True,
+              info=personal(C.FREE_TEXT, E.DELETE_ROW), comment="Playlist description"),
     sa.Column("is_public", sa.Boolean, nullable=False, server_default=sa.false(),
               comment="Whether other users can see the playlist"),
     sa.Column("collaborative", sa.Boolean, nullable=False, server_default=sa.false(),

@@ -6,6 +6,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from agentdb.schema._base import created_at, id_column, metadata, updated_at
+from agentdb.schema._pii import Category as C
+from agentdb.schema._pii import Erasure as E
+from agentdb.schema._pii import not_personal, personal
 
 __all__ = [
     "COLLABORATION_EVENTS",
@@ -18,6 +21,10 @@ __all__ = [
     "collaborations",
 ]
 
+ENUM = "a value from a fixed list"
+SHARED_WORK = ("belongs to all members of the collaboration; the creator link is cleared by "
+               "created_by_user_id ON DELETE SET NULL")
+
 ROLE_PERMISSIONS = ("view", "comment", "edit", "invite", "publish", "manage")
 #: Rows inserted by migration 004; more can be added at run time.
 DEFAULT_ROLES = ("owner", "producer", "songwriter", "vocalist", "instrumentalist", "mixer", "featured_artist")
@@ -29,10 +36,12 @@ collaborations = sa.Table(
     "collaborations",
     metadata,
     id_column(),
-    sa.Column("title", sa.Text, nullable=False, comment="Name of the project"),
-    sa.Column("description", sa.Text, nullable=True, comment="What the collaboration is about"),
+    sa.Column("title", sa.Text, nullable=False,
+              info=personal(C.FREE_TEXT, E.KEEP, SHARED_WORK), comment="Name of the project"),
+    sa.Column("description", sa.Text, nullable=True,
+              info=personal(C.FREE_TEXT, E.KEEP, SHARED_WORK), comment="What the collaboration is about"),
     sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'proposed'"),
-              comment="proposed, active, completed or cancelled"),
+              info=not_personal(ENUM), comment="proposed, active, completed or cancelled"),
     sa.Column(
         "created_by_user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
         comment="Who started it; SET NULL: the collaboration belongs to all members and outlives its creator",
@@ -120,7 +129,7 @@ artist_matches = sa.Table(
         comment="The model version that proposed the match, NULL if made by hand; RESTRICT: provenance is kept",
     ),
     sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'suggested'"),
-              comment="suggested, accepted, declined or expired"),
+              info=not_personal(ENUM), comment="suggested, accepted, declined or expired"),
     created_at(),
     updated_at(),
     sa.CheckConstraint("artist_id <> matched_artist_id", name="not_self"),
@@ -152,9 +161,11 @@ collaboration_history = sa.Table(
         "actor_user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
         comment="Who did it; SET NULL: the entry is kept, anonymised, when that user is erased",
     ),
-    sa.Column("event_type", sa.Text, nullable=False, comment="What happened: " + ", ".join(COLLABORATION_EVENTS)),
+    sa.Column("event_type", sa.Text, nullable=False,
+              info=not_personal(ENUM), comment="What happened: " + ", ".join(COLLABORATION_EVENTS)),
     sa.Column(
         "details", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"),
+        info=not_personal("ids, not names, by contract; the actor link is actor_user_id"),
         comment="Event details as a JSON object; ids, not names, so erasure needs no rewrite",
     ),
     created_at(),

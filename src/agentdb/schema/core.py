@@ -6,26 +6,36 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from agentdb.schema._base import created_at, id_column, metadata, updated_at
+from agentdb.schema._pii import Category as C
+from agentdb.schema._pii import Erasure as E
+from agentdb.schema._pii import not_personal, personal
 
 __all__ = ["artists", "users"]
+
+PUBLIC_ARTIST = "public artist profile, catalogue data; the person behind it is linked only by user_id"
 
 users = sa.Table(
     "users",
     metadata,
     id_column(),
-    sa.Column("email", sa.Text, nullable=False, comment="Login e-mail address, stored in lower case"),
-    sa.Column("display_name", sa.Text, nullable=False, comment="Name shown to other users"),
-    sa.Column("spotify_user_id", sa.Text, nullable=True, comment="The user's Spotify account id, once linked"),
-    sa.Column("country", sa.Text, nullable=True, comment="ISO 3166-1 alpha-2 country code of the account"),
+    sa.Column("email", sa.Text, nullable=False,
+              info=personal(C.CONTACT, E.DELETE_ROW), comment="Login e-mail address, stored in lower case"),
+    sa.Column("display_name", sa.Text, nullable=False,
+              info=personal(C.IDENTIFIER, E.DELETE_ROW), comment="Name shown to other users"),
+    sa.Column("spotify_user_id", sa.Text, nullable=True,
+              info=personal(C.IDENTIFIER, E.DELETE_ROW), comment="The user's Spotify account id, once linked"),
+    sa.Column("country", sa.Text, nullable=True,
+              info=personal(C.LOCATION, E.DELETE_ROW), comment="ISO 3166-1 alpha-2 country code of the account"),
     sa.Column(
         "locale", sa.Text, nullable=False, server_default=sa.text("'en'"),
-        comment="Preferred language, as a BCP 47 tag (en, de-DE)",
+        info=personal(C.PREFERENCE, E.DELETE_ROW), comment="Preferred language, as a BCP 47 tag (en, de-DE)",
     ),
     sa.Column(
         "status", sa.Text, nullable=False, server_default=sa.text("'active'"),
-        comment="Account state: active, suspended or deleted",
+        info=personal(C.PREFERENCE, E.DELETE_ROW), comment="Account state: active, suspended or deleted",
     ),
-    sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True, comment="Time of the last sign-in"),
+    sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True,
+              info=personal(C.BEHAVIOURAL, E.DELETE_ROW), comment="Time of the last sign-in"),
     created_at(),
     updated_at(),
     sa.UniqueConstraint("email"),
@@ -48,13 +58,15 @@ artists = sa.Table(
         "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
         comment="The user who manages this artist profile; kept NULL when that account is deleted",
     ),
-    sa.Column("name", sa.Text, nullable=False, comment="Artist or band name"),
-    sa.Column("spotify_artist_id", sa.Text, nullable=True, comment="Spotify artist id (22 base-62 characters)"),
+    sa.Column("name", sa.Text, nullable=False, info=not_personal(PUBLIC_ARTIST), comment="Artist or band name"),
+    sa.Column("spotify_artist_id", sa.Text, nullable=True,
+              info=not_personal(PUBLIC_ARTIST), comment="Spotify artist id (22 base-62 characters)"),
     sa.Column(
         "genres", pg.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'::text[]"),
-        comment="Genres, most specific first",
+        info=not_personal(PUBLIC_ARTIST), comment="Genres, most specific first",
     ),
-    sa.Column("country", sa.Text, nullable=True, comment="ISO 3166-1 alpha-2 country of origin"),
+    sa.Column("country", sa.Text, nullable=True,
+              info=not_personal(PUBLIC_ARTIST), comment="ISO 3166-1 alpha-2 country of origin"),
     sa.Column("popularity", sa.SmallInteger, nullable=True, comment="Spotify popularity, 0 to 100"),
     sa.Column(
         "followers", sa.BigInteger, nullable=False, server_default=sa.text("0"), comment="Follower count",
@@ -62,7 +74,8 @@ artists = sa.Table(
     sa.Column(
         "verified", sa.Boolean, nullable=False, server_default=sa.false(), comment="Whether the profile is verified",
     ),
-    sa.Column("bio", sa.Text, nullable=True, comment="Biography shown on the profile"),
+    sa.Column("bio", sa.Text, nullable=True,
+              info=personal(C.FREE_TEXT, E.KEEP, PUBLIC_ARTIST), comment="Biography shown on the profile"),
     created_at(),
     updated_at(),
     sa.UniqueConstraint("spotify_artist_id"),
