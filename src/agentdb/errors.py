@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AgentdbError",
+    "BulkChangeRefused",
     "ChecksumMismatch",
     "ConnectionFailed",
     "EmbeddedServerError",
@@ -223,4 +224,28 @@ class RevisionOutOfRange(AgentdbError):
         super().__init__(
             f"cannot {direction} to {revision!r}: {reason}; the database is at {where} and was not changed",
             hint="agentdb migrations lists every revision and whether it is applied",
+        )
+
+
+class BulkChangeRefused(AgentdbError):
+    """The bulk-change guard refused a statement (SQLSTATE ``YB001``, see :mod:`agentdb.guards`).
+
+    The transaction was rolled back.  :attr:`event_log_id` is the ``event_logs``
+    row that records the refusal, when :func:`agentdb.guarded` could write it.
+    """
+
+    exit_code = 8
+
+    def __init__(self, table: str, operation: str, users: int | None, rows: int | None, limit: int,
+                 event_log_id: int | None = None) -> None:
+        self.table = table
+        self.operation = operation
+        self.users = users
+        self.rows = rows
+        self.limit = limit
+        self.event_log_id = event_log_id
+        touched = "all rows" if users is None else f"{users} users ({rows} rows)"
+        super().__init__(
+            f"refused: {operation} on {table} touches {touched} in one statement, more than the limit of {limit}",
+            hint="run it in a transaction that first does SET LOCAL agentdb.allow_bulk_change = on",
         )
