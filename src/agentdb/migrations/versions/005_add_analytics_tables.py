@@ -1,8 +1,9 @@
-"""Add analytics, event logs, the trigger-filled audit log and consent.
+"""Add analytics, event logs, the trigger-filled audit log, consent, access roles and the bulk-change guard.
 
 Why: the product needs usage analytics (the largest table), operational
 event logs, a trustworthy record of who changed personal and security data
-(GDPR, SOC 2), and the users' consent per purpose.
+(GDPR, SOC 2), the users' consent per purpose, and the security around them:
+least-privilege roles and a guard against mass changes of personal data.
 
 Decisions:
 
@@ -33,6 +34,17 @@ Decisions:
   ``revoked_at`` when it is withdrawn, so no writer can forget; history is in
   ``audit_log``.  ON DELETE CASCADE: consent goes with the account.
 
+* Security (:mod:`agentdb.access`, :mod:`agentdb.guards`): the group roles
+  ``agentdb_app`` (data read/write, no DDL), ``agentdb_readonly`` and
+  ``agentdb_analyst`` (column grants generated from the personal-data
+  registry), created only if missing (roles are cluster-wide) and dropped by
+  the downgrade only when agentdb created them and no database uses them any
+  more; ``audit_log`` is append-only for them and PUBLIC.  The statement
+  trigger ``guard_bulk_change`` refuses an UPDATE or DELETE touching more
+  users' rows of ``users``, ``consent`` or ``audit_log`` than
+  ``agentdb.bulk_change_limit`` unless the transaction does ``SET LOCAL
+  agentdb.allow_bulk_change = on``.
+
 .. warning::
    ``TRUNCATE`` is not audited (row triggers do not fire); do not grant it.
 
@@ -48,6 +60,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
+
+from agentdb import access, guards
 
 revision: str = "005"
 down_revision: str | None = "004"
@@ -300,8 +314,13 @@ def upgrade() -> None:
             f"FOR EACH ROW EXECUTE FUNCTION public.audit_row_change({literals})"
         )
 
+    guards.install(op)
+    access.install(op)
+
 
 def downgrade() -> None:
+    access.uninstall(op)
+    guards.uninstall(op)
     for table in _AUDITED:
         op.execute(f"DROP TRIGGER {table}_audit ON public.{table}")
     op.drop_table("consent")
