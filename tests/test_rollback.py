@@ -97,7 +97,8 @@ def test_rollback_dry_run_shows_the_plan_and_keeps_everything(migrated_url: str)
     assert _at(migrated_url) == _head()
     with psycopg.connect(migrated_url) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (2,)
-        assert conn.execute("SELECT to_regclass('agentdb.archived_tables')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM agentdb.archived_tables").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'agentdb_archive'").fetchone() == (0,)
 
 
 def test_rollback_with_purge_deletes_rows_for_real(migrated_url: str) -> None:
@@ -139,3 +140,54 @@ def test_rollback_refuses_when_the_database_moved_after_the_plan(migrated_url: s
         assert "moved since the rollback was planned" in str(exc)
     else:
         raise AssertionError("rollback ran although the database had moved")
+
+
+
+def _layer_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    tables = ("users", "consent", "analytics", "audit_log", "event_logs")
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+
+
+def test_006_as_a_script_rolls_the_analytics_audit_security_layer_back_and_loses_nothing(migrated_url: str) -> None:
+    from pathlib import Path
+
+    import agentdb
+
+    script = Path(agentdb.__file__).parent / "migrations" / "versions" / "006_rollback.py"
+    _fill(migrated_url)
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute("INSERT INTO consent (user_id, purpose, granted, policy_version, source) "
+                     "SELECT id, 'analytics', false, '2026-01', 'settings' FROM users")
+        conn.execute("INSERT INTO analytics (user_id, event_type) SELECT id, 'track.play' FROM users")
+        conn.execute("INSERT INTO event_logs (source, event_type) VALUES ('api', 'app.start')")
+    before = _layer_rows(migrated_url)
+    assert before["audit_log"], "the audit triggers wrote rows"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "python"), str(script), "--database-url", migrated_url, *args],
+                              capture_output=True, text=True, timeout=300)
+
+    dry = run("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "archive 2 rows of public.consent" in dry.stdout and _at(migrated_url) == _head()
+    refused = run()
+    assert refused.returncode == 1 and "--yes" in refused.stderr and _at(migrated_url) == _head()
+
+    done = run("--yes")
+    assert done.returncode == 0, done.stderr
+    assert _at(migrated_url) == "004"
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.consent')").fetchone() == (None,)
+    again = run("--yes")
+    assert again.returncode == 0 and "nothing to roll back" in again.stdout
+
+    applied = run("--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert _at(migrated_url) == "006"
+    assert run_cli("--database-url", migrated_url, "upgrade").returncode == 0
+    assert _layer_rows(migrated_url) == before, "every row of the layer came back, and no audit row was added"
+    with psycopg.connect(migrated_url) as conn:
+        kept = conn.execute("SELECT table_name, row_count, restored_rows FROM public.rollback_archive "
+                            "WHERE table_name = 'public.consent'").fetchall()
+    assert kept == [("public.consent", 2, 2)]

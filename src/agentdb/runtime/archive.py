@@ -45,6 +45,7 @@ from agentdb.runtime.history import INTERNAL_SCHEMA
 
 __all__ = [
     "ARCHIVE_SCHEMA",
+    "REGISTRY_DDL",
     "REGISTRY_TABLE",
     "ArchiveScope",
     "archived_tables",
@@ -56,7 +57,8 @@ REGISTRY_TABLE = "archived_tables"
 
 _log = logging.getLogger("agentdb.runtime")
 
-_REGISTRY_DDL = [
+#: The archive schema and its registry; run lazily by the first archiving drop, and by migration 006.
+REGISTRY_DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {ARCHIVE_SCHEMA}",
     f"COMMENT ON SCHEMA {ARCHIVE_SCHEMA} IS "
     "'Rows of tables dropped by agentdb downgrades, kept until the table is created again or purged'",
@@ -121,7 +123,7 @@ def _ensure_registry(connection: sa.Connection) -> None:
     ).scalar()
     if not exists:
         connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA}"))
-        for statement in _REGISTRY_DDL:
+        for statement in REGISTRY_DDL:
             connection.execute(sa.text(statement))
 
 

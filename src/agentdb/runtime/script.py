@@ -17,7 +17,7 @@ import runpy
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "rollback_main"]
 
 
 def _revision_of(path: Path) -> tuple[str, str | None]:
@@ -59,3 +59,66 @@ def main(file: str, argv: list[str] | None = None) -> None:
         print(f"{step.direction} {step.revision} {step.description} ({step.duration_ms:.0f} ms)")
     if not report.steps:
         print("nothing to do")
+
+
+def rollback_main(file: str, below: str, argv: list[str] | None = None) -> None:
+    """``python 006_rollback.py``: undo every migration above ``below``, the way ``agentdb rollback`` does.
+
+    Shows the plan (a dry run on the real database), asks unless ``--yes``,
+    archives the rows of non-empty tables it drops (``--purge``: drops them),
+    and records the run.  ``--apply`` runs the file like any other version file.
+    """
+    from agentdb import commands
+    from agentdb.errors import AgentdbError
+
+    path = Path(file).resolve()
+    os.environ["AGENTDB_SCRIPT_LOCATION"] = str(path.parent.parent)
+    parser = argparse.ArgumentParser(
+        prog=f"python {path.name}",
+        description=f"Roll back every migration above {below}, keeping the rows of the tables it drops.",
+    )
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--purge", action="store_true", help="drop the rows of dropped tables for real")
+    parser.add_argument("--dry-run", action="store_true", help="only show what would happen")
+    parser.add_argument("--apply", action="store_true", help=f"bring the database to {path.stem[:3]} instead")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: DATABASE_URL or embedded)")
+    parser.add_argument("--data-dir", default=None, help="embedded server data directory")
+    args = parser.parse_args(argv)
+    where_args = [a for pair in (("--database-url", args.database_url), ("--data-dir", args.data_dir))
+                  for a in pair if pair[1]]
+    if args.apply:
+        main(file, where_args)
+        return
+    try:
+        state = commands.current(database_url=args.database_url, data_dir=args.data_dir)
+        where = ", ".join(state.revisions) or "base"
+        if state.revisions in ((), (below,)) or below in state.pending:
+            print(f"nothing to roll back: the database is at {where}, not above {below}")
+            return
+        plan = commands.plan_rollback(below, purge=args.purge, database_url=args.database_url, data_dir=args.data_dir)
+        print(f"rollback plan (database at {where}):")
+        for planned in plan.steps:
+            kept = [
+                f"{'purge' if 'purged' in e else 'archive'} {e['rows']} rows of {e.get('archived') or e.get('purged')}"
+                for e in planned.observed.archive if "archived" in e or "purged" in e
+            ]
+            print(f"  undo {planned.plan.revision} {planned.plan.description}: {'; '.join(kept) or 'no rows to keep'}")
+        if args.dry_run:
+            print(f"dry run: nothing changed, the database is still at {where}")
+            return
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise AgentdbError("rollback needs confirmation and there is no terminal to ask", hint="pass --yes")
+            answer = input(f"Roll back to {below}{' and PURGE the rows' if args.purge else ''}? [y/N] ")
+            if answer.strip().lower() not in {"y", "yes"}:
+                print("not rolled back: nothing changed")
+                raise SystemExit(1)
+        report = commands.rollback(
+            below, purge=args.purge, expect_at=plan.revisions_before,
+            database_url=args.database_url, data_dir=args.data_dir,
+        )
+    except AgentdbError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    for step in report.steps:
+        print(f"{step.direction} {step.revision} {step.description} ({step.duration_ms:.0f} ms)")
