@@ -23,10 +23,13 @@ from agentdb.commands import (
     validate,
 )
 from agentdb.connection import Target, resolve
-from agentdb.errors import AgentdbError
+from agentdb.errors import AgentdbError, BulkChangeRefused
+from agentdb.guards import guarded
+from agentdb.schema.personal_data import registry as personal_data_registry
 
 __all__ = [
     "AgentdbError",
+    "BulkChangeRefused",
     "MigrationInfo",
     "Target",
     "__version__",
@@ -34,10 +37,12 @@ __all__ = [
     "current",
     "downgrade",
     "dry_run",
+    "guarded",
     "heads",
     "history",
     "list_migrations",
     "new_migration",
+    "personal_data_registry",
     "repair",
     "resolve",
     "sql",
