@@ -23,6 +23,7 @@ from agentdb.commands import (
     validate,
 )
 from agentdb.connection import Target, resolve
+from agentdb.demo import DemoReport, DemoScale, seed_demo
 from agentdb.errors import AgentdbError, BulkChangeRefused
 from agentdb.guards import guarded
 from agentdb.schema.personal_data import registry as personal_data_registry
@@ -30,6 +31,8 @@ from agentdb.schema.personal_data import registry as personal_data_registry
 __all__ = [
     "AgentdbError",
     "BulkChangeRefused",
+    "DemoReport",
+    "DemoScale",
     "MigrationInfo",
     "Target",
     "__version__",
@@ -45,6 +48,7 @@ __all__ = [
     "personal_data_registry",
     "repair",
     "resolve",
+    "seed_demo",
     "sql",
     "upgrade",
     "validate",
