@@ -989,31 +989,30 @@ def _load_consent(ctx: _Context) -> int:
 #: seed), so the rows do not depend on the order PostgreSQL evaluates them in.
 _ANALYTICS_SQL = """
 INSERT INTO public.analytics (user_id, event_type, track_id, properties, country, device, session_id, created_at)
-SELECT u.ids[ui], e.event_type,
-       CASE WHEN e.event_type = 'search' THEN NULL ELSE t.ids[ti] END,
+SELECT (%(user_ids)s::bigint[])[ui], e.event_type,
+       CASE WHEN e.event_type = 'search' THEN NULL ELSE (%(track_ids)s::bigint[])[ti] END,
        CASE e.event_type
-           WHEN 'play' THEN jsonb_build_object('ms_played', (t.durations[ti] * (0.55 + (hx & 1023) / 2300.0))::int,
+           WHEN 'play' THEN jsonb_build_object(
+               'ms_played', ((%(durations)s::int[])[ti] * (0.55 + (hx & 1023)::float8 / 2300))::int,
+               'source', (%(sources)s::text[])[1 + (hx >> 10 & 7) %% 6])
+           WHEN 'skip' THEN jsonb_build_object('ms_played', 1000 + (hx & 32767),
                                                'source', (%(sources)s::text[])[1 + (hx >> 10 & 7) %% 6])
-           WHEN 'skip' THEN jsonb_build_object('ms_played', 1000 + (hx & 32767), 'source',
-                                               (%(sources)s::text[])[1 + (hx >> 10 & 7) %% 6])
            WHEN 'search' THEN jsonb_build_object('query_length', 2 + (hx & 31), 'results', hx >> 5 & 63)
            ELSE jsonb_build_object('source', (%(sources)s::text[])[1 + (hx >> 10 & 7) %% 6])
        END,
-       u.countries[ui],
+       (%(country_codes)s::text[])[(%(countries)s::int[])[ui]],
        (%(devices)s::text[])[1 + (hs >> 20 & 127) %% 100],
        md5(%(seed)s::text || ':' || s::text)::uuid,
-       u.since[ui] + (%(anchor)s::timestamptz - interval '1 hour' - u.since[ui]) * ((hs >> 30 & 1048575) / 1048576.0)
-                   + make_interval(secs => k * 200 + (hx >> 16 & 127))
-FROM (SELECT %(user_ids)s::bigint[] AS ids, %(countries)s::text[] AS countries, %(since)s::timestamptz[] AS since,
-             cardinality(%(user_ids)s::bigint[]) AS n) AS u,
-     (SELECT %(track_ids)s::bigint[] AS ids, %(durations)s::int[] AS durations,
-             cardinality(%(track_ids)s::bigint[]) AS n) AS t,
-     generate_series(0, %(rows)s - 1) AS g,
+       since + (%(anchor)s::timestamptz - interval '1 hour' - since) * ((hs >> 30 & 1048575)::float8 / 1048576)
+             + make_interval(secs => k * 200 + (hx >> 16 & 127))
+FROM generate_series(0, %(rows)s - 1) AS g,
      LATERAL (SELECT g / 16 AS s, g %% 16 AS k) AS sk,
      LATERAL (SELECT hashint8extended(sk.s, %(seed)s) AS hs, hashint8extended(g, %(seed)s + 1) AS hx) AS h,
-     LATERAL (SELECT 1 + least(u.n - 1, floor(u.n * power((hs & 1048575) / 1048576.0, 2))::int) AS ui,
-                     1 + least(t.n - 1, floor(t.n * power((hx >> 40 & 1048575) / 1048576.0, 2))::int) AS ti,
-                     (%(events)s::text[])[1 + (hx >> 32 & 127) %% 100] AS event_type) AS e
+     LATERAL (SELECT 1 + least(%(n_users)s - 1, floor(%(n_users)s * ((hs & 1048575)::float8 / 1048576) ^ 2)::int) AS ui,
+                     1 + least(%(n_tracks)s - 1,
+                               floor(%(n_tracks)s * ((hx >> 40 & 1048575)::float8 / 1048576) ^ 2)::int) AS ti,
+                     (%(events)s::text[])[1 + (hx >> 32 & 127) %% 100] AS event_type) AS e,
+     LATERAL (SELECT (%(since)s::timestamptz[])[ui] AS since) AS us
 """
 
 
@@ -1023,13 +1022,17 @@ def _load_analytics(ctx: _Context) -> int:
         return 0
     users = sorted(ctx.users, key=lambda u: random.Random(f"{ctx.plan.seed}:{u.id}").random())  # activity order
     tracks = sorted(ctx.tracks, key=lambda t: -t.popularity)
+    codes = sorted({u.country for u in users})
+    # Countries as indexes into a short array: subscripting a long text[] walks it from the start every time.
     params = {
-        "user_ids": [u.id for u in users], "countries": [u.country for u in users],
+        "user_ids": [u.id for u in users], "countries": [codes.index(u.country) + 1 for u in users],
+        "country_codes": codes,
         "since": [u.created_at for u in users],
         "track_ids": [t.id for t in tracks], "durations": [t.duration_ms for t in tracks],
         "events": [name for name, share in _EVENTS for _ in range(share)],
         "devices": [name for name, share in _DEVICES for _ in range(share)],
         "sources": list(_SOURCES), "seed": ctx.plan.seed, "rows": n, "anchor": ANCHOR,
+        "n_users": len(users), "n_tracks": len(tracks),
     }
     empty = ctx.conn.execute("SELECT NOT EXISTS (SELECT FROM public.analytics)").fetchone()
     if n >= BULK_INDEX_THRESHOLD and empty and empty[0]:
