@@ -73,6 +73,7 @@ __all__ = [
     "DemoReport",
     "DemoScale",
     "NotAtHead",
+    "SeedFailed",
     "TableLoad",
     "plan_demo",
     "seed_demo",
@@ -114,6 +115,19 @@ class DatabaseNotEmpty(AgentdbError):
         super().__init__(
             f"table public.{table} already has rows ({rows:,} or more): refusing to seed demo data into it",
             hint="use a fresh database, or `agentdb seed-demo --append` / seed_demo(append=True) to add to it",
+        )
+
+
+class SeedFailed(AgentdbError):
+    """PostgreSQL rejected a demo row; the whole seeding was rolled back."""
+
+    exit_code = 6
+
+    def __init__(self, table: str, sqlstate: str | None, reason: str) -> None:
+        self.table = table
+        self.sqlstate = sqlstate
+        super().__init__(
+            f"seeding public.{table} failed [{sqlstate or '?'}]: {reason}; nothing was written (rolled back)"
         )
 
 
@@ -709,9 +723,17 @@ def _load_playlist_tracks(ctx: _Context) -> int:
 
 def _load_model_versions(ctx: _Context) -> int:
     rng = ctx.rng("model_versions")
-    ids = ctx.reserve("model_versions", len(_MODELS))
+    # The registry is shared: with append=True the versions a previous seeding registered are reused.
+    existing = {(str(n), str(v)): (int(i), str(st), c) for i, n, v, st, c in ctx.conn.execute(
+        "SELECT id, name, version, status, created_at FROM public.model_versions").fetchall()}
+    for name, version, *_rest in _MODELS:
+        if (name, version) in existing:
+            mid, status, created = existing[name, version]
+            ctx.models.append(_Model(mid, name, version, status, created))
+    missing = [m for m in _MODELS if (m[0], m[1]) not in existing]
+    ids = ctx.reserve("model_versions", len(missing))
     rows = []
-    for mid, (name, version, framework, status, days) in zip(ids, _MODELS, strict=True):
+    for mid, (name, version, framework, status, days) in zip(ids, missing, strict=True):
         trained = ANCHOR - timedelta(days=days, hours=rng.randint(0, 23))
         created = trained + timedelta(hours=rng.randint(1, 12))
         metrics: dict[str, float] = (
@@ -1226,7 +1248,12 @@ def seed_demo(
         ctx = _Context(conn, plan)
         for table in plan.tables:
             t0 = time.perf_counter()
-            rows = _LOADERS[table](ctx)
+            try:
+                rows = _LOADERS[table](ctx)
+            except psycopg.Error as exc:
+                # The primary message only: DETAIL can quote row values.
+                reason = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+                raise SeedFailed(table, exc.sqlstate, reason) from exc
             load = TableLoad(table, rows, time.perf_counter() - t0, _METHODS.get(table, "copy"))
             report.tables.append(load)
             if progress is not None:
