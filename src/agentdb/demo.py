@@ -1042,20 +1042,7 @@ def _load_analytics(ctx: _Context) -> int:
     n = ctx.plan.scale.analytics_rows
     if n == 0:
         return 0
-    users = sorted(ctx.users, key=lambda u: random.Random(f"{ctx.plan.seed}:{u.id}").random())  # activity order
-    tracks = sorted(ctx.tracks, key=lambda t: -t.popularity)
-    codes = sorted({u.country for u in users})
-    # Countries as indexes into a short array: subscripting a long text[] walks it from the start every time.
-    params = {
-        "user_ids": [u.id for u in users], "countries": [codes.index(u.country) + 1 for u in users],
-        "country_codes": codes,
-        "since": [u.created_at for u in users],
-        "track_ids": [t.id for t in tracks], "durations": [t.duration_ms for t in tracks],
-        "events": [name for name, share in _EVENTS for _ in range(share)],
-        "devices": [name for name, share in _DEVICES for _ in range(share)],
-        "sources": list(_SOURCES), "seed": ctx.plan.seed, "rows": n, "anchor": ANCHOR,
-        "n_users": len(users), "n_tracks": len(tracks),
-    }
+    params = _analytics_params(ctx)
     empty = ctx.conn.execute("SELECT NOT EXISTS (SELECT FROM public.analytics)").fetchone()
     if n >= BULK_INDEX_THRESHOLD and empty and empty[0]:
         with _IndexesRebuilt(ctx.conn, "analytics"):
@@ -1063,6 +1050,24 @@ def _load_analytics(ctx: _Context) -> int:
     else:
         ctx.conn.execute(_ANALYTICS_SQL, params)
     return n
+
+
+def _analytics_params(ctx: _Context) -> dict[str, Any]:
+    """The parameters of :data:`_ANALYTICS_SQL` for this run's users and tracks (the benchmark reuses them)."""
+    users = sorted(ctx.users, key=lambda u: random.Random(f"{ctx.plan.seed}:{u.id}").random())  # activity order
+    tracks = sorted(ctx.tracks, key=lambda t: -t.popularity)
+    codes = sorted({u.country for u in users})
+    # Countries as indexes into a short array: subscripting a long text[] walks it from the start every time.
+    return {
+        "user_ids": [u.id for u in users], "countries": [codes.index(u.country) + 1 for u in users],
+        "country_codes": codes,
+        "since": [u.created_at for u in users],
+        "track_ids": [t.id for t in tracks], "durations": [t.duration_ms for t in tracks],
+        "events": [name for name, share in _EVENTS for _ in range(share)],
+        "devices": [name for name, share in _DEVICES for _ in range(share)],
+        "sources": list(_SOURCES), "seed": ctx.plan.seed, "rows": ctx.plan.scale.analytics_rows, "anchor": ANCHOR,
+        "n_users": len(users), "n_tracks": len(tracks),
+    }
 
 
 def _load_event_logs(ctx: _Context) -> int:
