@@ -205,3 +205,19 @@ def test_offline_sql_between_two_revisions_downwards() -> None:
     result = run_cli("sql", "002:001")
     assert result.returncode == 0, result.stderr
     assert "DROP TABLE" in result.stdout and "UPDATE agentdb.alembic_version SET version_num='001'" in result.stdout
+
+
+def test_offline_sql_applied_with_psql_builds_the_same_schema_as_an_online_upgrade(
+    database_url: str, migrated_url: str
+) -> None:
+    from conftest import schema_dump, server_version_num
+
+    from agentdb._pgtools import find_tool
+
+    offline = run_cli("sql", "base:head")
+    assert offline.returncode == 0, offline.stderr
+    psql = find_tool("psql", server_version_num() // 10000)
+    applied = subprocess.run([str(psql), "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url],
+                             input=offline.stdout, capture_output=True, text=True, timeout=300)
+    assert applied.returncode == 0, applied.stderr
+    assert schema_dump(database_url) == schema_dump(migrated_url)

@@ -104,7 +104,10 @@ def run_env(context: EnvironmentContext) -> None:
 
 def _run_offline(context: EnvironmentContext, settings: RunSettings) -> None:
     """Emit SQL instead of running it (``agentdb sql``, ``alembic upgrade --sql``)."""
-    context.configure(url="postgresql+psycopg://", literal_binds=True, **configure_options())
+    # paramstyle "named": with psycopg's "format" style a literal % in SQL text would come out doubled.
+    context.configure(
+        url="postgresql+psycopg://", literal_binds=True, dialect_opts={"paramstyle": "named"}, **configure_options()
+    )
     context.execute(f"SET lock_timeout = '{int(settings.lock_timeout * 1000)}ms'")
     context.execute(f"SET statement_timeout = '{int(settings.statement_timeout * 1000)}ms'")
     context.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA}")
