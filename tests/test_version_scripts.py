@@ -99,3 +99,24 @@ def test_version_file_help_names_the_migration() -> None:
     result = _script(VERSIONS / "001_initial_schema.py", "--help")
     assert result.returncode == 0
     assert "001_initial_schema.py" in result.stdout and "--down" in result.stdout
+
+
+def _version_files() -> list[Path]:
+    return sorted(VERSIONS.glob("[0-9][0-9][0-9]_*.py"))
+
+
+def test_every_version_file_runs_as_a_script_and_says_what_it_does() -> None:
+    files = _version_files()
+    assert len(files) >= 6
+    for path in files:
+        result = _script(path, "--help")
+        assert result.returncode == 0, (path.name, result.stderr)
+        assert path.name in result.stdout
+
+
+def test_every_version_file_applies_its_revision_as_a_script(database_url: str) -> None:
+    for path in _version_files():
+        args = ("--apply",) if path.name.startswith("006_") else ()
+        result = _script(path, *args, "--database-url", database_url)
+        assert result.returncode == 0, (path.name, result.stdout, result.stderr)
+        assert _versions(database_url) == [path.name[:3]], path.name
