@@ -24,13 +24,11 @@ import argparse
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import sqlalchemy as sa
-from psycopg import sql
+from _scratch import drop, scratch
 
 import agentdb
 from agentdb import demo
@@ -38,18 +36,6 @@ from agentdb._pgtools import find_tool
 from agentdb.connection import resolve
 
 COLUMNS = "user_id, event_type, track_id, properties, country, device, session_id, created_at"
-
-
-def _scratch(server: str) -> tuple[str, str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name, sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(server: str, name: str) -> None:
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _psql(psql: Path, url: str, script: str) -> float:
@@ -79,7 +65,7 @@ def main() -> None:
     psql = find_tool("psql", version // 10000)
     print(f"server: {banner.split(',')[0]}")
 
-    name, url = _scratch(server)
+    name, url = scratch(server)
     try:
         agentdb.upgrade(database_url=url)
         captured: dict[str, Any] = {}
@@ -125,7 +111,7 @@ def main() -> None:
         ):
             print(f"  {label:<72}{seconds:8.2f} s {rows / seconds:>12,.0f} rows/s")
     finally:
-        _drop(server, name)
+        drop(server, name)
 
 
 if __name__ == "__main__":
