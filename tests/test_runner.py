@@ -241,3 +241,18 @@ def test_migration_failure_in_the_middle_of_a_run_is_recorded_and_reported(datab
     assert len(lines) == 1 and "upgrade of 002 failed and was rolled back" in lines[0] and "boom" in lines[0]
     assert "Traceback" not in result.stderr
     assert _scalar(database_url, "SELECT version_num FROM agentdb.alembic_version") == "001"
+
+
+def test_guard_refusal_inside_a_migration_is_recorded_in_event_logs(migrated_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
+    head = commands.heads()[0]["revision"]
+    script_location({f"{int(head) + 1:03d}_purge_users.py": fixture_migration(
+        f"{int(head) + 1:03d}", head, "op.execute('DELETE FROM users')")})
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute("INSERT INTO users (email, display_name) "
+                     "SELECT 'u' || g || '@example.org', 'User ' || g FROM generate_series(1, 150) g")
+    with pytest.raises(MigrationFailed) as caught:
+        commands.upgrade("head", database_url=migrated_url)
+    assert caught.value.sqlstate == "YB001"
+    assert _scalar(migrated_url, "SELECT count(*) FROM users") == 150
+    assert _scalar(migrated_url, "SELECT count(*) FROM event_logs WHERE event_type = 'bulk_change.refused' "
+                                 "AND source = 'agentdb.migration'") == 1

@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 
 from agentdb.connection import Target, connect, create_engine, resolve
 from agentdb.errors import AgentdbError, ChecksumMismatch, LockTimeout, MigrationFailed
+from agentdb import guards
 from agentdb.runtime import archive  # registers the archiving drop_table / restoring create_table
 from agentdb.runtime.history import INTERNAL_SCHEMA, VERSION_TABLE, RunRecord, bootstrap, file_checksum, record_run
 from agentdb.runtime.locks import (
@@ -261,6 +262,14 @@ class _Run:
             self._record(step, started, datetime.now(UTC), success=False, sqlstate=state, error=reason),
         )
         self.connection.commit()
+        refusal = guards.refusal_of(exc)
+        if refusal is not None:
+            # The bulk-change guard refused a statement of the migration: its event_logs row was rolled back
+            # with the migration, so write it again now, on a connection of its own.
+            try:
+                guards.record_refusal(self.connection, refusal, source="agentdb.migration")
+            except DBAPIError:
+                _log.warning("the bulk-change refusal could not be recorded in event_logs")
         if isinstance(exc, AgentdbError):
             return exc
         direction = "upgrade" if step.is_upgrade else "downgrade"
