@@ -40,9 +40,9 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
 from sqlalchemy.exc import DBAPIError
 
+from agentdb import guards
 from agentdb.connection import Target, connect, create_engine, resolve
 from agentdb.errors import AgentdbError, ChecksumMismatch, LockTimeout, MigrationFailed
-from agentdb import guards
 from agentdb.runtime import archive  # registers the archiving drop_table / restoring create_table
 from agentdb.runtime.history import INTERNAL_SCHEMA, VERSION_TABLE, RunRecord, bootstrap, file_checksum, record_run
 from agentdb.runtime.locks import (
