@@ -256,3 +256,28 @@ def test_guard_refusal_inside_a_migration_is_recorded_in_event_logs(migrated_url
     assert _scalar(migrated_url, "SELECT count(*) FROM users") == 150
     assert _scalar(migrated_url, "SELECT count(*) FROM event_logs WHERE event_type = 'bulk_change.refused' "
                                  "AND source = 'agentdb.migration'") == 1
+
+
+def test_statement_timeout_stops_a_slow_migration_and_rolls_it_back(database_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
+    script_location({"002_slow.py": fixture_migration(
+        "002", "001", "op.create_table('slow_t', sa.Column('id', sa.Integer))\nop.execute('SELECT pg_sleep(5)')")},
+        upto="001")
+    started = time.monotonic()
+    with pytest.raises(MigrationFailed) as caught:
+        commands.upgrade("head", database_url=database_url, statement_timeout=0.5)
+    assert time.monotonic() - started < 4.5
+    assert caught.value.sqlstate == "57014"
+    assert _scalar(database_url, "SELECT version_num FROM agentdb.alembic_version") == "001"
+    assert _scalar(database_url, "SELECT to_regclass('public.slow_t') IS NULL") is True
+
+
+def test_updated_at_is_maintained_by_the_database_only_when_a_row_changes(migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (email, display_name, created_at, updated_at) "
+                     "VALUES ('ann@example.org', 'Ann', now() - interval '1 day', now() - interval '1 day')")
+        stale = conn.execute("SELECT updated_at FROM users").fetchone()
+        conn.execute("UPDATE users SET display_name = display_name")
+        assert conn.execute("SELECT updated_at FROM users").fetchone() == stale, "no change, no new timestamp"
+        conn.execute("UPDATE users SET display_name = 'Ann B.'")
+        fresh = conn.execute("SELECT updated_at > now() - interval '1 minute' FROM users").fetchone()
+    assert fresh == (True,)
