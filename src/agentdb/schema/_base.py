@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["NAMING_CONVENTION", "created_at", "id_column", "metadata", "updated_at"]
+__all__ = ["NAMING_CONVENTION", "created_at", "id_column", "in_check", "metadata", "updated_at"]
 
 #: Constraint names are derived, never left to PostgreSQL, so migrations and
 #: models agree on them and a downgrade can drop them by name.
@@ -38,3 +38,8 @@ def updated_at() -> sa.Column[Any]:
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
         comment="When the row last changed; maintained by the set_updated_at trigger",
     )
+
+
+def in_check(column: str, values: tuple[str, ...]) -> str:
+    """The text of a ``column IN ('a', 'b')`` CHECK: the project's enum, easy to extend in a later migration."""
+    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"

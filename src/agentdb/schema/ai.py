@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from agentdb.schema._base import created_at, id_column, metadata, updated_at
+from agentdb.schema._base import created_at, id_column, in_check, metadata, updated_at
 from agentdb.schema._pii import Category as C
 from agentdb.schema._pii import Erasure as E
 from agentdb.schema._pii import not_personal, personal
@@ -43,10 +43,6 @@ API_KEY_SCOPES = (
 )
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
 def _object(column: str) -> str:
     return f"jsonb_typeof({column}) = 'object'"
 
@@ -74,8 +70,8 @@ model_versions = sa.Table(
     sa.UniqueConstraint("name", "version"),
     sa.CheckConstraint("name ~ '^[a-z0-9][a-z0-9_.-]{0,99}$'", name="name_format"),
     sa.CheckConstraint("version ~ '^[0-9A-Za-z][0-9A-Za-z_.+-]{0,49}$'", name="version_format"),
-    sa.CheckConstraint(_in("framework", MODEL_FRAMEWORKS), name="framework_valid"),
-    sa.CheckConstraint(_in("status", MODEL_STATUSES), name="status_valid"),
+    sa.CheckConstraint(in_check("framework", MODEL_FRAMEWORKS), name="framework_valid"),
+    sa.CheckConstraint(in_check("status", MODEL_STATUSES), name="status_valid"),
     sa.CheckConstraint(_object("metrics"), name="metrics_object"),
     sa.CheckConstraint("artifact_uri ~ '^[a-z][a-z0-9+.-]*://.+$'", name="artifact_uri_format"),
     sa.Index(
@@ -111,7 +107,7 @@ ai_content = sa.Table(
               info=not_personal(ENUM), comment="draft, published or archived"),
     created_at(),
     updated_at(),
-    sa.CheckConstraint(_in("kind", CONTENT_KINDS), name="kind_valid"),
+    sa.CheckConstraint(in_check("kind", CONTENT_KINDS), name="kind_valid"),
     sa.CheckConstraint("locale ~ '^[a-z]{2,3}(-[A-Z]{2})?$'", name="locale_format"),
     sa.CheckConstraint("length(title) <= 300", name="title_length"),
     sa.CheckConstraint("status IN ('draft', 'published', 'archived')", name="status_valid"),
@@ -188,7 +184,7 @@ recommendations = sa.Table(
     created_at(),
     sa.CheckConstraint("score BETWEEN 0 AND 1", name="score_range"),
     sa.CheckConstraint("rank >= 1", name="rank_positive"),
-    sa.CheckConstraint(_in("context", RECOMMENDATION_CONTEXTS), name="context_valid"),
+    sa.CheckConstraint(in_check("context", RECOMMENDATION_CONTEXTS), name="context_valid"),
     sa.CheckConstraint("length(reason) <= 500", name="reason_length"),
     sa.CheckConstraint("clicked_at IS NULL OR (served_at IS NOT NULL AND clicked_at >= served_at)",
                        name="clicked_after_served"),

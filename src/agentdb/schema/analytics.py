@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from agentdb.schema._base import created_at, id_column, metadata, updated_at
+from agentdb.schema._base import created_at, id_column, in_check, metadata, updated_at
 from agentdb.schema._pii import Category as C
 from agentdb.schema._pii import Erasure as E
 from agentdb.schema._pii import not_personal, personal
@@ -65,10 +65,6 @@ CONSENT_PURPOSES = (
 CONSENT_SOURCES = ("signup", "settings", "banner", "api", "support", "import")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
 analytics = sa.Table(
     "analytics",
     metadata,
@@ -106,7 +102,7 @@ analytics = sa.Table(
     sa.CheckConstraint("event_type ~ '^[a-z][a-z0-9_.]{0,63}$'", name="event_type_format"),
     sa.CheckConstraint("jsonb_typeof(properties) = 'object'", name="properties_object"),
     sa.CheckConstraint("country ~ '^[A-Z]{2}$'", name="country_format"),
-    sa.CheckConstraint(_in("device", DEVICES), name="device_valid"),
+    sa.CheckConstraint(in_check("device", DEVICES), name="device_valid"),
     sa.Index(None, "user_id"),
     sa.Index(None, "track_id"),
     sa.Index(None, "created_at", postgresql_using="brin"),
@@ -178,7 +174,7 @@ audit_log = sa.Table(
               comment="txid_current() of the changing transaction, to group changes"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
               comment="When the change was made (start of its transaction)"),
-    sa.CheckConstraint(_in("entity_type", tuple(t.entity_type for t in AUDITED_TABLES)), name="entity_type_valid"),
+    sa.CheckConstraint(in_check("entity_type", tuple(t.entity_type for t in AUDITED_TABLES)), name="entity_type_valid"),
     sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name="action_valid"),
     sa.CheckConstraint(
         "(old_values IS NULL) = (action = 'insert') AND (new_values IS NULL) = (action = 'delete')",
@@ -217,8 +213,8 @@ consent = sa.Table(
     created_at(),
     updated_at(),
     sa.UniqueConstraint("user_id", "purpose"),
-    sa.CheckConstraint(_in("purpose", CONSENT_PURPOSES), name="purpose_valid"),
-    sa.CheckConstraint(_in("source", CONSENT_SOURCES), name="source_valid"),
+    sa.CheckConstraint(in_check("purpose", CONSENT_PURPOSES), name="purpose_valid"),
+    sa.CheckConstraint(in_check("source", CONSENT_SOURCES), name="source_valid"),
     sa.CheckConstraint("policy_version ~ '^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$'", name="policy_version_format"),
     sa.CheckConstraint("NOT granted OR (granted_at IS NOT NULL AND revoked_at IS NULL)", name="granted_times"),
     sa.CheckConstraint("revoked_at IS NULL OR (granted_at IS NOT NULL AND revoked_at >= granted_at)",
