@@ -42,12 +42,12 @@ import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
 
-from agentdb.errors import ChecksumMismatch, NotTransactional
+from agentdb.errors import NotTransactional
 from agentdb.runtime import archive
 from agentdb.runtime.history import INTERNAL_SCHEMA
 from agentdb.runtime.locks import BlockerWatch, RetryPolicy, retry_on_lock_timeout
 from agentdb.runtime.settings import RunSettings
-from agentdb.runtime.validation import validate_database
+from agentdb.runtime.validation import require_valid
 
 __all__ = [
     "DryRunReport",
@@ -272,7 +272,7 @@ class _DryRun:
             planned = list(original(heads, migration_context))
             revision_steps = [s for s in planned if isinstance(s, RevisionStep)]
             if any(s.is_upgrade for s in revision_steps) and not self.settings.ignore_checksums:
-                self._validate()
+                self.report.warnings.extend(require_valid(self.connection, self.script))
             self.report.plan = plan_steps(revision_steps)
             for plan in self.report.plan:
                 if plan.needs_autocommit:
@@ -284,13 +284,6 @@ class _DryRun:
             return planned
 
         return steps
-
-    def _validate(self) -> None:
-        issues = validate_database(self.connection, self.script)
-        self.report.warnings.extend(issue.message for issue in issues if not issue.fatal)
-        fatal = [issue.message for issue in issues if issue.fatal]
-        if fatal:
-            raise ChecksumMismatch(fatal)
 
     def _refuse(self) -> NoReturn:
         """Stands in for ``MigrationContext.autocommit_block``: raises as soon as a migration asks for it."""

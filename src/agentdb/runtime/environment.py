@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError
 
 from agentdb import guards
 from agentdb.connection import Target, connect, create_engine, resolve
-from agentdb.errors import AgentdbError, ChecksumMismatch, LockTimeout, MigrationFailed
+from agentdb.errors import AgentdbError, LockTimeout, MigrationFailed
 from agentdb.runtime import archive  # registers the archiving drop_table / restoring create_table
 from agentdb.runtime.history import INTERNAL_SCHEMA, VERSION_TABLE, RunRecord, bootstrap, file_checksum, record_run
 from agentdb.runtime.locks import (
@@ -54,7 +54,7 @@ from agentdb.runtime.locks import (
     sqlstate_of,
 )
 from agentdb.runtime.settings import RunSettings
-from agentdb.runtime.validation import validate_database
+from agentdb.runtime.validation import require_valid
 
 __all__ = ["RunReport", "StepResult", "configure_options", "run_env"]
 
@@ -179,21 +179,12 @@ class _Run:
             planned = list(original(heads, migration_context))
             revision_steps = [s for s in planned if isinstance(s, RevisionStep)]
             if any(s.is_upgrade for s in revision_steps) and not self.settings.ignore_checksums:
-                self._validate()
+                self.report.warnings.extend(require_valid(self.connection, self.context.script))
             for step in revision_steps:
                 step.migration_fn = self._tracked(step, step.migration_fn)
             return planned
 
         return steps
-
-    def _validate(self) -> None:
-        issues = validate_database(self.connection, self.context.script)
-        for issue in issues:
-            if not issue.fatal:
-                self.report.warnings.append(issue.message)
-        fatal = [issue.message for issue in issues if issue.fatal]
-        if fatal:
-            raise ChecksumMismatch(fatal)
 
     def _tracked(self, step: RevisionStep, migration_fn: Callable[..., Any]) -> Callable[..., None]:
         @functools.wraps(migration_fn)

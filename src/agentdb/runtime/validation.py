@@ -19,9 +19,10 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 
+from agentdb.errors import ChecksumMismatch
 from agentdb.runtime.history import INTERNAL_SCHEMA, VERSION_TABLE, applied_migrations, file_checksum
 
-__all__ = ["ValidationIssue", "current_heads", "validate_database"]
+__all__ = ["ValidationIssue", "current_heads", "require_valid", "validate_database"]
 
 IssueKind = Literal["changed", "missing", "unrecorded"]
 
@@ -90,3 +91,12 @@ def validate_database(connection: sa.Connection, script: ScriptDirectory) -> lis
                 )
             )
     return issues
+
+
+def require_valid(connection: sa.Connection, script: ScriptDirectory) -> list[str]:
+    """Validate before an upgrade: raise :class:`ChecksumMismatch` on a fatal finding, return the warnings."""
+    issues = validate_database(connection, script)
+    fatal = [issue.message for issue in issues if issue.fatal]
+    if fatal:
+        raise ChecksumMismatch(fatal)
+    return [issue.message for issue in issues]
