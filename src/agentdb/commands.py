@@ -126,6 +126,18 @@ def _settings(database_url: str | None, data_dir: str | Path | None, **options: 
     return base.merged(database_url=database_url, data_dir=str(data_dir) if data_dir else None, **options)
 
 
+def _migrate(direction: str, revision: str, settings: RunSettings, report_key: str, report: Any) -> None:
+    """Run Alembic's upgrade or downgrade to ``revision`` with ``settings``; ``report`` is filled in by the run."""
+    config = make_config(settings)
+    _check_revision(_script(config), revision)
+    config.attributes[report_key] = report
+    with _moving(direction, revision, settings):
+        if direction == "upgrade":
+            alembic_command.upgrade(config, revision)
+        else:
+            alembic_command.downgrade(config, revision)
+
+
 def upgrade(
     revision: str = "head",
     *,
@@ -146,12 +158,8 @@ def upgrade(
         database_url, data_dir, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
         lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, ignore_checksums=ignore_checksums,
     )
-    config = make_config(settings)
-    _check_revision(_script(config), revision)
     report = RunReport()
-    config.attributes["agentdb_report"] = report
-    with _moving("upgrade", revision, settings):
-        alembic_command.upgrade(config, revision)
+    _migrate("upgrade", revision, settings, "agentdb_report", report)
     return report
 
 
@@ -175,12 +183,8 @@ def downgrade(
         database_url, data_dir, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
         lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, purge=purge,
     )
-    config = make_config(settings)
-    _check_revision(_script(config), revision)
     report = RunReport()
-    config.attributes["agentdb_report"] = report
-    with _moving("downgrade", revision, settings):
-        alembic_command.downgrade(config, revision)
+    _migrate("downgrade", revision, settings, "agentdb_report", report)
     return report
 
 
@@ -211,15 +215,8 @@ def dry_run(
         lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, ignore_checksums=ignore_checksums,
         dry_run=True, purge=purge,
     )
-    config = make_config(settings)
-    _check_revision(_script(config), revision)
     report = DryRunReport(direction=direction, target=revision)
-    config.attributes[_DRY_RUN_KEY] = report
-    with _moving(direction, revision, settings):
-        if direction == "upgrade":
-            alembic_command.upgrade(config, revision)
-        else:
-            alembic_command.downgrade(config, revision)
+    _migrate(direction, revision, settings, _DRY_RUN_KEY, report)
     return report
 
 
