@@ -34,6 +34,7 @@ import agentdb
 from agentdb import demo
 from agentdb._pgtools import find_tool
 from agentdb.connection import resolve
+from agentdb.demo import _loaders
 
 COLUMNS = "user_id, event_type, track_id, properties, country, device, session_id, created_at"
 
@@ -69,17 +70,17 @@ def main() -> None:
     try:
         agentdb.upgrade(database_url=url)
         captured: dict[str, Any] = {}
-        original = demo._LOADERS["analytics"]
+        original = _loaders._LOADERS["analytics"]
 
-        def capture(ctx: demo._Context) -> int:
-            captured["params"] = demo._analytics_params(ctx)
+        def capture(ctx: _loaders._Context) -> int:
+            captured["params"] = _loaders._analytics_params(ctx)
             return original(ctx)
 
-        demo._LOADERS["analytics"] = capture
+        _loaders._LOADERS["analytics"] = capture
         try:
             report = demo.seed_demo(args.scale, database_url=url, analytics_rows=args.analytics_rows)
         finally:
-            demo._LOADERS["analytics"] = original
+            _loaders._LOADERS["analytics"] = original
 
         print(f"\nagentdb seed-demo --scale {args.scale}: {report.users:,} users, "
               f"{report.analytics_rows:,} analytics rows, one transaction")
@@ -94,7 +95,7 @@ def main() -> None:
         rows = report.rows["analytics"]
         ours = next(load for load in report.tables if load.table == "analytics")
         with psycopg.connect(url) as conn:
-            statement = psycopg.ClientCursor(conn).mogrify(demo._ANALYTICS_SQL, captured["params"])
+            statement = psycopg.ClientCursor(conn).mogrify(_loaders._ANALYTICS_SQL, captured["params"])
         with tempfile.TemporaryDirectory() as tmp:
             csv = Path(tmp) / "analytics.csv"
             subprocess.run([str(psql), "-X", "-q", "-d", url, "-c",

@@ -3,7 +3,9 @@
 The server is ``AGENTDB_TEST_DSN`` when set (a URL of a role that may CREATE
 DATABASE, e.g. ``postgresql://postgres@/postgres?host=/tmp/pg15``), otherwise
 the embedded pgserver (PostgreSQL 16) in ``AGENTDB_TEST_DATA_DIR`` (default: a
-directory under the system temp dir).  Never a mock.
+directory under the system temp dir).  Never a mock.  An embedded server the
+session started is stopped at its end (one found running is left alone: other
+pytest processes may use it).
 
 Each test gets its own database, cloned from ``template0`` (empty) or from a
 template migrated to head once per session (``migrated_url``).
@@ -26,8 +28,9 @@ import sqlalchemy as sa
 from psycopg import sql
 from pytest_alembic.config import Config as PytestAlembicConfig
 
-from agentdb import commands
+import agentdb
 from agentdb._pgtools import find_tool
+from agentdb.runtime.config import make_config
 from agentdb.runtime.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +44,45 @@ def _server_dsn() -> str:
     from agentdb import embedded
 
     data_dir = Path(os.environ.get("AGENTDB_TEST_DATA_DIR") or Path(tempfile.gettempdir()) / "agentdb-test-embedded")
+    if not embedded.status(data_dir).running:
+        _SERVER["started"] = data_dir  # this session starts it, so this session stops it (pytest_sessionfinish)
     url = embedded.ensure_running(data_dir)
     return re.sub(r"/agentdb\?", "/postgres?", url)
 
 
 _SERVER: dict[str, object] = {}
+
+
+def _other_clients(dsn: str) -> int:
+    """Client sessions on the server other than this one's (another pytest run that came to use it meanwhile)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                           "AND pid <> pg_backend_pid()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the embedded test server if this session started it, and nobody else has come to use it since.
+
+    A server that was already running is left alone: other pytest processes may be using it.
+    """
+    started = _SERVER.get("started")
+    if not isinstance(started, Path):
+        return
+    from agentdb import embedded
+
+    try:
+        busy = _other_clients(server_dsn())
+    except psycopg.Error:
+        busy = 0
+    if busy:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"agentdb: left the embedded test server in {started} running: "
+                                f"{busy} other client(s) use it")
+        return
+    embedded.stop(started)
 
 
 def server_dsn() -> str:
@@ -101,7 +138,7 @@ def head_template() -> Iterator[str]:
     """A database migrated to head once per session, used as a template."""
     name = create_database()
     try:
-        commands.upgrade("head", database_url=with_database(server_dsn(), name))
+        agentdb.upgrade("head", database_url=with_database(server_dsn(), name))
         yield name
     finally:
         drop_database(name)
@@ -129,7 +166,7 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 # pytest-alembic: its built-in tests run against a fresh database per test.
 @pytest.fixture
 def alembic_config() -> PytestAlembicConfig:
-    return PytestAlembicConfig.from_raw_config(commands.make_config(RunSettings()))
+    return PytestAlembicConfig.from_raw_config(make_config(RunSettings()))
 
 
 @pytest.fixture

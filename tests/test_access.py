@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from conftest import create_database, drop_database, server_dsn, with_database
 from psycopg import errors, sql
 
-from agentdb import access, commands
+import agentdb
+from agentdb import access
 from agentdb.schema import metadata
 from agentdb.schema.personal_data import analyst_columns
 
@@ -189,19 +190,19 @@ def test_migrations_apply_to_two_databases_and_the_last_downgrade_drops_the_role
     a, b = two_databases
     names = set(access.role_names(prefix).values())
 
-    commands.upgrade("head", database_url=a)
-    commands.upgrade("head", database_url=b)  # the roles exist already: must not fail
+    agentdb.upgrade("head", database_url=a)
+    agentdb.upgrade("head", database_url=b)  # the roles exist already: must not fail
 
     assert _roles(prefix) == names
     assert set(_recorded(a).values()) == {True} and set(_recorded(b).values()) == {False}
 
-    commands.downgrade("004", database_url=a)
+    agentdb.downgrade("004", database_url=a)
     assert _roles(prefix) == names  # b still grants them privileges
 
-    commands.downgrade("004", database_url=b)
+    agentdb.downgrade("004", database_url=b)
     assert _roles(prefix) == set()  # created by agentdb, used by no database any more
 
-    commands.upgrade("head", database_url=b)
+    agentdb.upgrade("head", database_url=b)
     assert _roles(prefix) == names and set(_recorded(b).values()) == {True}
 
 
@@ -211,10 +212,10 @@ def test_downgrade_keeps_a_role_an_administrator_created(prefix: str, two_databa
     with _admin(server_dsn()) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(names["readonly"])))
 
-    commands.upgrade("head", database_url=a)
+    agentdb.upgrade("head", database_url=a)
     assert _recorded(a) == {names["app"]: True, names["readonly"]: False, names["analyst"]: True}
 
-    commands.downgrade("004", database_url=a)
+    agentdb.downgrade("004", database_url=a)
     assert _roles(prefix) == {names["readonly"]}
 
 
@@ -222,11 +223,11 @@ def test_downgrade_keeps_a_role_that_has_members(prefix: str, two_databases: tup
     a, _ = two_databases
     names = access.role_names(prefix)
     member = f"{prefix}_member"
-    commands.upgrade("head", database_url=a)
+    agentdb.upgrade("head", database_url=a)
     with _admin(server_dsn()) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(member)))
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(names["app"]), sql.Identifier(member)))
 
-    commands.downgrade("004", database_url=a)
+    agentdb.downgrade("004", database_url=a)
 
     assert _roles(prefix) == {names["app"], member}

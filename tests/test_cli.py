@@ -23,7 +23,7 @@ def _error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 def test_upgrade_current_history_heads_through_the_entry_point(database_url: str) -> None:
     up = run_cli("--database-url", database_url, "upgrade")
     assert up.returncode == 0, up.stderr
-    assert "upgrade   001" in up.stdout
+    assert "upgrade 001_initial_schema" in up.stdout
 
     current = json.loads(run_cli("--database-url", database_url, "current", "--json").stdout)
     heads = json.loads(run_cli("heads", "--json").stdout)

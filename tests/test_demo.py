@@ -10,7 +10,10 @@ import pytest
 from conftest import create_database, drop_database, run_cli, server_dsn, with_database
 from psycopg import sql
 
-from agentdb import commands, demo
+import agentdb
+from agentdb import demo, errors
+from agentdb.demo import _loaders, _vocabulary
+from agentdb.demo import seed as demo_seed
 
 #: Base tables of ``public`` that seed-demo does not load itself, and why they still have rows (or may not).
 NOT_LOADED = {
@@ -156,32 +159,46 @@ def test_same_seed_gives_the_same_data_and_another_seed_does_not(migrated_url: s
 
 
 def test_refuses_a_database_not_at_head(database_url: str) -> None:
-    commands.upgrade("002", database_url=database_url)
-    with pytest.raises(demo.NotAtHead) as caught:
+    agentdb.upgrade("002", database_url=database_url)
+    with pytest.raises(errors.NotAtHead) as caught:
         demo.seed_demo("small", database_url=database_url)
     assert "002" in str(caught.value) and "agentdb upgrade" in str(caught.value)
     assert caught.value.revisions == ("002",)
 
 
 def test_refuses_an_empty_database_with_no_migrations(database_url: str) -> None:
-    with pytest.raises(demo.NotAtHead, match="base"):
+    with pytest.raises(errors.NotAtHead, match="base"):
         demo.seed_demo("small", database_url=database_url)
 
 
 def test_refuses_a_non_empty_database_naming_the_table(migrated_url: str) -> None:
     with psycopg.connect(migrated_url) as conn:
         conn.execute("INSERT INTO tracks (title, duration_ms) VALUES ('Existing', 1000)")
-    with pytest.raises(demo.DatabaseNotEmpty, match=r"public\.tracks") as caught:
+    with pytest.raises(errors.DatabaseNotEmpty, match=r"public\.tracks") as caught:
         demo.seed_demo("small", database_url=migrated_url)
     assert caught.value.table == "tracks"
+    assert "already has 1 row:" in str(caught.value)
     assert _count(migrated_url, "users") == 0
+
+
+@pytest.mark.parametrize(("limit", "said"), [(1000, "200 rows"), (200, "200 rows"), (199, "more than 199 rows")])
+def test_refusal_of_a_non_empty_table_says_the_exact_count_up_to_the_limit(
+    seeded_url: str, monkeypatch: pytest.MonkeyPatch, limit: int, said: str
+) -> None:
+    """The count stops at a limit (a refusal should not scan a big table); at or below it, it is exact."""
+    assert _count(seeded_url, "users") == 200 and demo.TABLES[0] == "users"
+    monkeypatch.setattr(demo_seed, "EMPTY_CHECK_LIMIT", limit)
+    with pytest.raises(errors.DatabaseNotEmpty) as caught:
+        demo.seed_demo("small", database_url=seeded_url)
+    assert f"table public.users already has {said}:" in str(caught.value)
+    assert "or more" not in str(caught.value)
 
 
 def test_append_adds_a_second_batch_without_collisions(seeded_url: str) -> None:
     report = demo.seed_demo("small", database_url=seeded_url, append=True)
     assert _count(seeded_url, "users") == 2 * demo.SCALES["small"].users
     assert report.rows["model_versions"] == 0  # the registry's versions are reused
-    assert _count(seeded_url, "model_versions") == len(demo._MODELS)
+    assert _count(seeded_url, "model_versions") == len(_vocabulary._MODELS)
 
 
 def test_failure_in_a_late_table_leaves_every_table_as_it_was(
@@ -189,13 +206,13 @@ def test_failure_in_a_late_table_leaves_every_table_as_it_was(
 ) -> None:
     before = {t: _count(migrated_url, t) for t in _public_tables(migrated_url)}
 
-    def bad_event_logs(ctx: demo._Context) -> int:  # violates event_logs_level_valid_check
+    def bad_event_logs(ctx: _loaders._Context) -> int:  # violates event_logs_level_valid_check
         return ctx.copy("event_logs", ("level", "source", "event_type"), [("info", "api", "ok"),
                                                                           ("fatal", "api", "boom")])
 
     assert demo.TABLES[-1] == "event_logs" and demo.TABLES.index("analytics") < demo.TABLES.index("event_logs")
-    monkeypatch.setitem(demo._LOADERS, "event_logs", bad_event_logs)
-    with pytest.raises(demo.SeedFailed) as caught:
+    monkeypatch.setitem(_loaders._LOADERS, "event_logs", bad_event_logs)
+    with pytest.raises(errors.SeedFailed) as caught:
         demo.seed_demo("small", database_url=migrated_url)
     assert caught.value.table == "event_logs" and caught.value.sqlstate == "23514"
     assert {t: _count(migrated_url, t) for t in _public_tables(migrated_url)} == before
@@ -226,8 +243,16 @@ def test_cli_seeds_through_the_installed_entry_point(migrated_url: str) -> None:
     assert _count(migrated_url, "analytics") == 500
 
     again = run_cli("--database-url", migrated_url, "seed-demo", "--scale", "small")
-    assert again.returncode == 2
-    assert again.stderr.strip().startswith("error: table public.") and "--append" in again.stderr
+    assert again.returncode == 1, again.stderr  # a refusal (README: 1 refused or not confirmed)
+    assert again.stderr.strip().startswith("error: table public.users already has 30 rows:")
+    assert "--append" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_database_not_at_head_with_exit_1(database_url: str) -> None:
+    result = run_cli("--database-url", database_url, "seed-demo", "--scale", "small")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().startswith("error: the database is at revision base")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_rejects_an_unknown_scale(migrated_url: str) -> None:

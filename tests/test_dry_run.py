@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 from _fixture_migrations import migrations_copy, write_migration
-from conftest import run_cli, schema_dump
+from conftest import fixture_migration, run_cli, schema_dump
 
-from agentdb import commands
-from agentdb.errors import NotTransactional
+import agentdb
+from agentdb.errors import ChecksumMismatch, NotTransactional
 from agentdb.runtime.dryrun import DryRunReport
 
 
@@ -51,14 +52,14 @@ def altering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_dry_run_of_upgrade_leaves_schema_version_and_history_unchanged(database_url: str) -> None:
-    commands.upgrade("001", database_url=database_url)
+    agentdb.upgrade("001", database_url=database_url)
     dump_before, history_before = schema_dump(database_url), _history_rows(database_url)
 
-    report = commands.dry_run("head", database_url=database_url)
+    report = agentdb.dry_run("head", database_url=database_url)
 
     assert report.rolled_back
     assert report.revisions_before == ("001",)
-    assert [s.plan.revision for s in report.steps] == list(commands.current(database_url=database_url).pending)
+    assert [s.plan.revision for s in report.steps] == list(agentdb.current(database_url=database_url).pending)
     assert all(s.observed.statements for s in report.steps)
     assert schema_dump(database_url) == dump_before
     assert _versions(database_url) == ["001"]
@@ -66,7 +67,7 @@ def test_dry_run_of_upgrade_leaves_schema_version_and_history_unchanged(database
 
 
 def test_dry_run_on_an_empty_database_leaves_no_trace_not_even_agentdb_schema(database_url: str) -> None:
-    report = commands.dry_run("001", database_url=database_url)
+    report = agentdb.dry_run("001", database_url=database_url)
 
     assert [s.plan.revision for s in report.steps] == ["001"]
     with psycopg.connect(database_url) as conn:
@@ -77,7 +78,7 @@ def test_dry_run_on_an_empty_database_leaves_no_trace_not_even_agentdb_schema(da
 
 
 def test_dry_run_reports_access_exclusive_locks_on_the_tables_001_creates(database_url: str) -> None:
-    report = commands.dry_run("001", database_url=database_url)
+    report = agentdb.dry_run("001", database_url=database_url)
 
     (step,) = report.steps
     tables = {(lock.relation, lock.mode) for lock in step.observed.locks if lock.kind == "table"}
@@ -89,10 +90,10 @@ def test_dry_run_reports_access_exclusive_locks_on_the_tables_001_creates(databa
 
 
 def test_dry_run_reports_lock_mode_and_rewrite_of_an_existing_table(database_url: str, altering: Path) -> None:
-    commands.upgrade("001", database_url=database_url)
+    agentdb.upgrade("001", database_url=database_url)
     dump_before = schema_dump(database_url)
 
-    report = commands.dry_run("head", database_url=database_url)
+    report = agentdb.dry_run("head", database_url=database_url)
 
     rewrite, index = report.steps
     assert rewrite.plan.revision == "002"
@@ -109,10 +110,10 @@ def test_dry_run_reports_lock_mode_and_rewrite_of_an_existing_table(database_url
 
 
 def test_dry_run_of_downgrade_reports_drops_and_changes_nothing(database_url: str, altering: Path) -> None:
-    commands.upgrade("head", database_url=database_url)
+    agentdb.upgrade("head", database_url=database_url)
     dump_before, history_before = schema_dump(database_url), _history_rows(database_url)
 
-    report = commands.dry_run("001", direction="downgrade", database_url=database_url)
+    report = agentdb.dry_run("001", direction="downgrade", database_url=database_url)
 
     assert [(s.plan.revision, s.plan.direction) for s in report.steps] == [("003", "downgrade"), ("002", "downgrade")]
     dropped = {lock.relation for lock in report.steps[0].observed.locks if lock.dropped}
@@ -145,21 +146,91 @@ def _autocommit_fixture(location: Path, *, hidden: bool) -> None:
                     upgrade=upgrade, downgrade="op.drop_index('users_country_idx', table_name='users')", extra=extra)
 
 
+# A sequence survives a rollback: nextval() in a migration the dry run runs stays visible after it.
+PROBE = "dry_run_probe"
+ADVANCE_PROBE = f"op.execute(\"SELECT nextval('{PROBE}')\")"
+
+
+def _create_probe(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(f"CREATE SEQUENCE {PROBE}")
+
+
+def _probe_untouched(url: str) -> bool:
+    """True while no nextval() has been called on the probe sequence, even by a transaction rolled back since."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT is_called FROM {PROBE}").fetchone()
+    assert row is not None
+    return not row[0]
+
+
+def test_the_probe_sees_a_rolled_back_nextval(database_url: str) -> None:
+    """The probe the tests below rely on: a rolled back nextval() still shows."""
+    _create_probe(database_url)
+    assert _probe_untouched(database_url)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"SELECT nextval('{PROBE}')")
+        conn.rollback()
+    assert not _probe_untouched(database_url)
+
+
 def test_dry_run_refuses_autocommit_block_migration_before_running_anything(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, script_location: Callable[..., Path]
 ) -> None:
-    location = migrations_copy(tmp_path)
-    _autocommit_fixture(location, hidden=False)
-    monkeypatch.setenv("AGENTDB_SCRIPT_LOCATION", str(location))
+    script_location({
+        "002_advance_probe.py": fixture_migration("002", "001", ADVANCE_PROBE),
+        "003_index_concurrently.py": fixture_migration("003", "002", f"""
+{ADVANCE_PROBE}
+with op.get_context().autocommit_block():
+    op.create_index('users_country_idx', 'users', ['country'], postgresql_concurrently=True)
+""", "op.drop_index('users_country_idx', table_name='users')"),
+    }, upto="001")
+    agentdb.upgrade("001", database_url=database_url)
+    _create_probe(database_url)
     dump_before = schema_dump(database_url)
 
     with pytest.raises(NotTransactional) as caught:
-        commands.dry_run("head", database_url=database_url)
+        agentdb.dry_run("head", database_url=database_url)
 
-    assert caught.value.revision == "002"
+    assert caught.value.revision == "003"
     assert "autocommit_block" in str(caught.value)
+    assert _probe_untouched(database_url), "a migration ran before the refusal (002, or 003 up to its block)"
     assert schema_dump(database_url) == dump_before
-    assert _versions(database_url) == []
+    assert _versions(database_url) == ["001"]
+
+
+def test_dry_run_validates_checksums_of_applied_migrations_like_a_real_upgrade(
+    database_url: str, script_location: Callable[..., Path]
+) -> None:
+    location = script_location({
+        "002_marker.py": fixture_migration("002", "001", "op.execute('CREATE TABLE checksum_marker (id bigint)')",
+                                           "op.execute('DROP TABLE checksum_marker')"),
+        "003_advance_probe.py": fixture_migration("003", "002", ADVANCE_PROBE),
+    }, upto="001")
+    agentdb.upgrade("002", database_url=database_url)
+    _create_probe(database_url)
+    applied = location / "versions" / "002_marker.py"
+    applied.write_text(applied.read_text().replace("CREATE TABLE checksum_marker (id bigint)",
+                                                   "CREATE TABLE checksum_marker (id integer)"))
+    dump_before, history_before = schema_dump(database_url), _history_rows(database_url)
+
+    with pytest.raises(ChecksumMismatch) as dry:
+        agentdb.dry_run("head", database_url=database_url)
+    with pytest.raises(ChecksumMismatch) as real:
+        agentdb.upgrade("head", database_url=database_url)
+
+    assert dry.value.problems == real.value.problems
+    assert len(dry.value.problems) == 1 and dry.value.problems[0].startswith("002 changed since it was applied")
+    assert _probe_untouched(database_url), "003 ran although an applied migration had changed"
+    assert schema_dump(database_url) == dump_before
+    assert _versions(database_url) == ["002"]
+    assert _history_rows(database_url) == history_before
+
+    refused = run_cli("--database-url", database_url, "upgrade", "--dry-run")
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: validation failed: 002 changed since it was applied")
+    assert _probe_untouched(database_url) and _versions(database_url) == ["002"]
 
 
 def test_dry_run_refuses_autocommit_block_reached_through_a_helper_and_rolls_back(
@@ -168,11 +239,11 @@ def test_dry_run_refuses_autocommit_block_reached_through_a_helper_and_rolls_bac
     location = migrations_copy(tmp_path)
     _autocommit_fixture(location, hidden=True)
     monkeypatch.setenv("AGENTDB_SCRIPT_LOCATION", str(location))
-    commands.upgrade("001", database_url=database_url)
+    agentdb.upgrade("001", database_url=database_url)
     dump_before = schema_dump(database_url)
 
     with pytest.raises(NotTransactional) as caught:
-        commands.dry_run("head", database_url=database_url)
+        agentdb.dry_run("head", database_url=database_url)
 
     assert caught.value.revision == "002"
     assert schema_dump(database_url) == dump_before  # dry_marker, created before the block, is gone
@@ -201,12 +272,13 @@ def test_cli_dry_run_json_and_refusal_exit_code(database_url: str, tmp_path: Pat
 def test_cli_dry_run_table_says_rolled_back(database_url: str) -> None:
     result = run_cli("--database-url", database_url, "upgrade", "001", "--dry-run", env={"COLUMNS": "250"})
     assert result.returncode == 0, result.stderr
-    assert "AccessExclusiveLock public.users (new)" in result.stdout
+    assert "no lock on an existing table" in result.stdout  # 001 only creates: its locks are summarised
+    assert "more on new tables, indexes and sequences" in result.stdout
     assert "rolled back" in result.stdout
 
 
 def test_downgrade_past_the_first_revision_is_a_clear_error_naming_where_the_database_is(database_url: str) -> None:
-    commands.upgrade("001", database_url=database_url)
+    agentdb.upgrade("001", database_url=database_url)
     dump_before = schema_dump(database_url)
 
     result = run_cli("--database-url", database_url, "downgrade", "-5")
@@ -220,7 +292,7 @@ def test_downgrade_past_the_first_revision_is_a_clear_error_naming_where_the_dat
 
 
 def test_downgrade_to_an_unknown_revision_is_a_clear_error(database_url: str) -> None:
-    commands.upgrade("001", database_url=database_url)
+    agentdb.upgrade("001", database_url=database_url)
 
     result = run_cli("--database-url", database_url, "downgrade", "999")
 

@@ -1,18 +1,34 @@
-"""Governance checks: each kind of violation is caught in a fixture migration; the project passes."""
+"""Governance checks: each kind of violation is caught in a fixture migration; the project passes.
+
+The SQL the checks read is parsed by PostgreSQL's own parser (pglast); the
+cases a hand-written scanner gets wrong are run on the real server, and what
+the check says a statement adds is compared with what PostgreSQL really made.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from _fixture_migrations import migrations_copy, write_migration
-from conftest import run_cli
+from conftest import ROOT, create_database, drop_database, run_cli, server_dsn, with_database
 
-from agentdb import commands, governance
-from agentdb.governance.squawk import find_squawk, lint, strip_version_table
+import agentdb
+from agentdb import governance
+from agentdb.governance._sql import statements
+from agentdb.governance.personal_data import new_columns
+from agentdb.governance.squawk import NOT_INSTALLED, find_squawk, lint, strip_version_table
 
-ALTER_OK = "op.execute('COMMENT ON TABLE users IS ''People'' ')"
+ALTER_OK = """op.execute("COMMENT ON TABLE users IS 'People'")"""
+#: ``PATH`` without the virtualenv: how a user runs ``/path/to/venv/bin/agentdb`` without activating it.
+BARE_PATH = "/usr/bin:/bin"
 
 
 @pytest.fixture
@@ -37,14 +53,36 @@ def test_001_alone_passes_and_its_squawk_exception_is_reported(location: Path) -
 def test_alembic_version_table_statements_are_not_linted() -> None:
     binary = find_squawk()
     assert binary is not None
-    sql = commands.sql("base:001")
+    sql = agentdb.sql("base:001")
     assert "prefer-text-field" in {f["rule_name"] for f in lint(sql, "001.sql", binary)}  # VARCHAR(32) version_num
 
     stripped = strip_version_table(sql)
 
-    assert "alembic_version" not in stripped.replace("-- (alembic version table)", "")
+    assert "alembic_version" not in stripped.replace("/* (alembic version table) */", "")
     assert len(stripped.splitlines()) == len(sql.splitlines())
     assert "prefer-text-field" not in {f["rule_name"] for f in lint(stripped, "001.sql", binary)}
+    kept = [s.text for s in statements(sql) if "alembic_version" not in s.text]
+    assert [s.text for s in statements(stripped)] == kept  # every other statement is untouched
+
+
+def test_version_table_lookalikes_in_bodies_strings_and_comments_are_kept() -> None:
+    sql = (
+        "CREATE FUNCTION public.bump() RETURNS void LANGUAGE plpgsql AS $body$\n"
+        "BEGIN\n"
+        "UPDATE agentdb.alembic_version SET version_num='999';\n"
+        "END;\n"
+        "$body$;\n"
+        "COMMENT ON TABLE users IS E'it\\'s;\n"
+        "UPDATE agentdb.alembic_version SET version_num=''1'';';\n"
+        "-- UPDATE agentdb.alembic_version SET version_num='2';\n"
+        "UPDATE agentdb.alembic_version SET version_num='002' WHERE agentdb.alembic_version.version_num = '001';\n"
+    )
+
+    stripped = strip_version_table(sql)
+
+    lines, kept = sql.splitlines(), stripped.splitlines()
+    assert kept[:8] == lines[:8]  # a function body, an E'' string and a comment: no statement on the table
+    assert kept[8:] == ["/* (alembic version table) */"]
 
 
 def test_file_name_must_match_revision_id(location: Path) -> None:
@@ -203,8 +241,206 @@ def test_cli_check_prints_one_line_per_violation_and_exits_non_zero(location: Pa
     assert data["ok"] is False and {v["rule"] for v in data["violations"]} == {"sequence", "downgrade"}
 
 
-def test_cli_check_passes_on_a_clean_history(location: Path) -> None:
-    result = run_cli("check", env={"AGENTDB_SCRIPT_LOCATION": str(location)})
+
+
+def test_cli_check_passes_on_a_clean_history_without_the_venv_on_path(location: Path) -> None:
+    result = run_cli("check", env={"AGENTDB_SCRIPT_LOCATION": str(location), "PATH": BARE_PATH})
 
     assert result.returncode == 0, result.stderr
     assert "allowed squawk prefer-bigint-over-smallint" in result.stdout
+    assert "not checked" not in result.stderr
+
+
+def test_squawk_is_found_where_its_wheel_installed_it_whatever_path_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", BARE_PATH)
+
+    found = find_squawk()
+
+    assert found is not None
+    assert Path(found).parent.resolve() == Path(sysconfig.get_path("scripts")).resolve()
+
+
+# --- squawk missing: not a pass, not a violation ----------------------------------------------------------------
+
+
+@pytest.fixture
+def without_squawk(tmp_path: Path) -> Path:
+    """The python of an environment with agentdb and every dependency but squawk-cli (a partial install).
+
+    A virtualenv whose site-packages links every entry of this one except
+    squawk-cli's; its bin/ has no squawk, and ``PATH`` will not have one either.
+    """
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                 check=True, capture_output=True, text=True).stdout.strip())
+    for entry in Path(sysconfig.get_path("purelib")).iterdir():
+        if not entry.name.lower().startswith("squawk"):
+            (target / entry.name).symlink_to(entry)
+    found = subprocess.run(
+        [str(python), "-c", "from agentdb.governance.squawk import find_squawk; print(find_squawk() or '')"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PATH": BARE_PATH},
+    ).stdout.strip()
+    if found:
+        pytest.skip(f"squawk is installed outside this venv ({found}): its absence cannot be simulated here")
+    return python
+
+
+def _check_with(python: Path, *args: str, location: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTDB_SCRIPT_LOCATION": str(location), "PATH": BARE_PATH}
+    return subprocess.run([str(python), "-c", "from agentdb.cli import main; main()", "check", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+
+
+def test_squawk_not_installed_is_reported_as_not_checked_exit_9(location: Path, without_squawk: Path) -> None:
+    result = _check_with(without_squawk, location=location)
+
+    assert result.returncode == 9, result.stderr
+    assert f"not checked: {NOT_INSTALLED}" in result.stderr
+    assert "error:" not in result.stderr and "violation" not in result.stderr.replace("no violation", "")
+    assert "no violation in 1 migrations, but 1 check(s) could not run" in result.stderr
+    data = json.loads(_check_with(without_squawk, "--json", location=location).stdout)
+    assert data["ok"] is False and data["violations"] == [] and data["unknown"] == [NOT_INSTALLED]
+    skipped = _check_with(without_squawk, "--no-squawk", location=location)
+    assert skipped.returncode == 0, skipped.stderr  # not run on request: nothing is unknown
+
+
+def test_squawk_not_installed_and_a_violation_exits_7(location: Path, without_squawk: Path) -> None:
+    write_migration(location, "003_gap.py", revision="003", down_revision="001", upgrade=ALTER_OK)
+
+    result = _check_with(without_squawk, location=location)
+
+    assert result.returncode == 7
+    assert "not checked: squawk: not installed" in result.stderr
+    assert "error: 003_gap.py: [sequence]" in result.stderr
+
+
+# --- SQL read by PostgreSQL's parser, compared with what PostgreSQL really creates -------------------------------
+
+#: Run before each case: the tables the cases refer to.
+BASE = "CREATE TABLE users (id bigint PRIMARY KEY, email text); CREATE TABLE artists (id bigint PRIMARY KEY);"
+
+PARSER_CASES: dict[str, tuple[str, set[tuple[str, str]]]] = {
+    # A dollar-quoted body with semicolons, quotes and lines that look like DDL: the function is created, not run.
+    "dollar-quoted-body": ("""
+CREATE FUNCTION public.make_ghost() RETURNS void LANGUAGE plpgsql AS $body$
+BEGIN
+    RAISE NOTICE 'it''s; (not) "done"';
+ALTER TABLE users ADD COLUMN ghost text;
+CREATE TABLE phantoms (id bigint, user_id bigint REFERENCES users (id));
+END;
+$body$;
+CREATE TABLE notes (
+    id bigint PRIMARY KEY,
+    body text DEFAULT $$it's (a "note"); ok$$,
+    user_id bigint REFERENCES users (id)
+);
+""", {("notes", "id"), ("notes", "body"), ("notes", "user_id")}),
+    # E'' strings: a backslash-escaped quote does not end the string.
+    "e-string": ("""
+CREATE TABLE quotes (
+    id bigint PRIMARY KEY,
+    said text DEFAULT E'it\\'s, (really) here',
+    user_id bigint REFERENCES users (id)
+);
+""", {("quotes", "id"), ("quotes", "said"), ("quotes", "user_id")}),
+    # Comments with quotes and parentheses in them are comments.
+    "comments": ("""
+CREATE TABLE remarks (
+    id bigint PRIMARY KEY,  -- the user's remark; "quoted" (
+    /* it's ) unbalanced ' */
+    user_id bigint REFERENCES users (id),
+    remark text
+);
+""", {("remarks", "id"), ("remarks", "user_id"), ("remarks", "remark")}),
+    # Quoted identifiers keep case, spaces, commas, semicolons and doubled quotes; unquoted ones fold to lower case.
+    "quoted-identifiers": ('''
+CREATE TABLE "Odd;Table" ("Nick Name" text, "a,b" text, "say ""hi""" text, "User" bigint REFERENCES users (id));
+ALTER TABLE Users ADD COLUMN NickName text;
+''', {("Odd;Table", "Nick Name"), ("Odd;Table", "a,b"), ("Odd;Table", 'say "hi"'), ("Odd;Table", "User"),
+      ("users", "nickname")}),
+    # One ALTER TABLE over several lines adding several columns and a foreign key.
+    "multi-command-alter": ("""
+ALTER TABLE artists
+    ADD COLUMN owner_id bigint,
+    ADD COLUMN pronouns text,
+    ADD CONSTRAINT artists_owner_fk FOREIGN KEY (owner_id) REFERENCES users (id);
+""", {("artists", "owner_id"), ("artists", "pronouns")}),
+    # A DO block runs its static statements, and EXECUTE of a constant string.
+    "do-block": ("""
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'users'::regclass AND attname = 'mood') THEN
+        ALTER TABLE users ADD COLUMN mood text;
+    END IF;
+    EXECUTE 'ALTER TABLE users ADD COLUMN tagline text';
+END
+$do$;
+""", {("users", "mood"), ("users", "tagline")}),
+    # A renamed column is a new name the registry must know.
+    "rename-column": ("ALTER TABLE users RENAME COLUMN email TO email_address;", {("users", "email_address")}),
+}
+
+_COLUMNS = """
+    SELECT c.relname, a.attname FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+"""
+_FOREIGN_KEYS = """
+    SELECT child.relname, parent.relname FROM pg_constraint AS k
+    JOIN pg_class AS child ON child.oid = k.conrelid JOIN pg_class AS parent ON parent.oid = k.confrelid
+    WHERE k.contype = 'f' AND k.connamespace = 'public'::regnamespace
+"""
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[psycopg.Connection[tuple[str, str]]]:
+    """A connection to a new empty database; each case runs in a transaction that is rolled back."""
+    name = create_database()
+    try:
+        with psycopg.connect(with_database(server_dsn(), name)) as conn:
+            yield conn
+    finally:
+        drop_database(name)
+
+
+def _catalog(conn: psycopg.Connection[tuple[str, str]], query: str) -> set[tuple[str, str]]:
+    return {(str(a), str(b)) for a, b in conn.execute(query).fetchall()}
+
+
+@pytest.mark.parametrize("case", list(PARSER_CASES))
+def test_new_columns_are_what_postgresql_creates(scratch: psycopg.Connection[tuple[str, str]], case: str) -> None:
+    sql, expected = PARSER_CASES[case]
+    try:
+        scratch.execute(BASE)
+        columns_before, keys_before = _catalog(scratch, _COLUMNS), _catalog(scratch, _FOREIGN_KEYS)
+        scratch.execute(sql)
+        created = _catalog(scratch, _COLUMNS) - columns_before
+        linked = _catalog(scratch, _FOREIGN_KEYS) - keys_before
+    finally:
+        scratch.rollback()
+
+    found = new_columns(sql)
+
+    assert created == expected  # the case says what PostgreSQL does ...
+    assert set(found.columns) == created  # ... and the check reads the same
+    assert set(found.edges) == linked
+    assert not found.unreadable
+
+
+def test_statement_postgresql_cannot_parse_is_reported_and_hides_nothing_else(location: Path) -> None:
+    upgrade = "\n".join([
+        """op.execute("COMMENT ON TABLE users IS 'a; b'")""",
+        """op.execute("ALTER TABLE users ADD COLUMN nickname text NOT NUL")""",
+        """op.execute("ALTER TABLE users ADD COLUMN mood text")""",
+    ])
+    write_migration(location, "002_broken_sql.py", revision="002", down_revision="001", upgrade=upgrade,
+                    downgrade="""op.execute("ALTER TABLE users DROP COLUMN mood")""")
+
+    report = governance.check(squawk=False)
+
+    mood, broken = sorted((v for v in report.violations if v.rule == "personal-data"), key=lambda v: v.message)
+    assert broken.message.startswith(f"offline SQL line {broken.line} does not parse (syntax error at or near")
+    assert broken.message.endswith("its new columns cannot be checked")
+    assert broken.line is not None and "NOT NUL" in agentdb.sql("001:002").splitlines()[broken.line - 1]
+    assert mood.message.startswith("new column users.mood of user-linked table users")

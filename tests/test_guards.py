@@ -141,3 +141,21 @@ def test_deleting_one_user_with_all_its_data_is_not_refused_at_the_default_limit
     assert db.execute("SELECT count(*) FROM consent WHERE user_id = %s", [user]).fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM analytics WHERE user_id IS NULL").fetchone() == (300,)
     assert _refusals(db) == []
+
+
+@pytest.mark.parametrize("statement", ["UPDATE {} SET created_at = created_at", "DELETE FROM {}"])
+@pytest.mark.parametrize("table", ["users", "consent", "audit_log"])
+def test_each_guarded_table_refuses_a_statement_touching_more_users_than_the_limit(
+    db: Conn, table: str, statement: str
+) -> None:
+    for user in _users(db, 3):  # each insert also writes an audit_log row about that user
+        db.execute("INSERT INTO consent (user_id, purpose, granted, policy_version, source) "
+                   "VALUES (%s, 'marketing', true, '1.0', 'signup')", [user])
+    db.execute("SET agentdb.bulk_change_limit = 2")
+    before = _count(db, table)
+
+    with pytest.raises(psycopg.Error) as caught:
+        db.execute(sql.SQL(statement).format(sql.Identifier(table)))
+
+    assert caught.value.sqlstate == SQLSTATE and caught.value.diag.table_name == table
+    assert _count(db, table) == before

@@ -9,9 +9,11 @@ import subprocess
 import time
 
 import psycopg
+import pytest
 from conftest import BIN, run_cli, schema_dump
+from psycopg import sql
 
-from agentdb import commands
+import agentdb
 from agentdb.runtime.locks import RUN_LOCK_KEY
 
 
@@ -29,8 +31,23 @@ def _at(url: str) -> str | None:
 
 
 def _head() -> str:
-    heads = commands.heads()
+    heads = agentdb.heads()
     return str(heads[0]["revision"])
+
+
+def _state(url: str) -> tuple[str | None, dict[str, list[tuple[object, ...]]]]:
+    """The revision and every row of every table (application, agentdb's own, archive): what a refusal must keep."""
+    with psycopg.connect(url) as conn:
+        tables = [(str(r[0]), str(r[1])) for r in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname IN ('public', 'agentdb', 'agentdb_archive') AND c.relkind IN ('r', 'p') ORDER BY 1, 2")]
+        rows = {
+            f"{schema}.{table}": conn.execute(
+                sql.SQL("SELECT t.* FROM {} AS t ORDER BY t::text").format(sql.Identifier(schema, table))
+            ).fetchall()
+            for schema, table in tables
+        }
+    return _at(url), rows
 
 
 def test_rollback_to_base_with_yes_archives_and_upgrade_brings_every_row_back(migrated_url: str) -> None:
@@ -54,12 +71,13 @@ def test_rollback_to_base_with_yes_archives_and_upgrade_brings_every_row_back(mi
 
 
 def test_rollback_without_a_terminal_or_yes_refuses_and_changes_nothing(migrated_url: str) -> None:
-    before = schema_dump(migrated_url)
+    _fill(migrated_url)
+    before, state = schema_dump(migrated_url), _state(migrated_url)
     result = run_cli("--database-url", migrated_url, "rollback")
     assert result.returncode == 1
     assert "rollback needs confirmation" in result.stderr and "--yes" in result.stderr
     assert "rollback plan" in result.stdout
-    assert _at(migrated_url) == _head()
+    assert _state(migrated_url) == state and state[0] == _head()
     assert schema_dump(migrated_url) == before
 
 
@@ -86,9 +104,9 @@ def test_rollback_asks_and_a_no_changes_nothing_a_yes_rolls_back(migrated_url: s
 def test_rollback_dry_run_shows_the_plan_and_keeps_everything(migrated_url: str) -> None:
     _fill(migrated_url)
     before = schema_dump(migrated_url)
-    result = run_cli("--database-url", migrated_url, "rollback", "--steps", str(len(commands.heads()) and 99),
-                     "--dry-run")
-    assert result.returncode == 2, result.stdout + result.stderr  # 99 steps: past the first revision
+    one_too_many = len(agentdb.list_migrations(database_url=migrated_url)) + 1  # the database is at head
+    result = run_cli("--database-url", migrated_url, "rollback", "--steps", str(one_too_many), "--dry-run")
+    assert result.returncode == 2, result.stdout + result.stderr  # past the first revision
     result = run_cli("--database-url", migrated_url, "rollback", "base", "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -112,35 +130,44 @@ def test_rollback_with_purge_deletes_rows_for_real(migrated_url: str) -> None:
 
 
 def test_rollback_past_the_first_revision_or_to_an_unknown_one_is_refused(migrated_url: str) -> None:
-    too_far = run_cli("--database-url", migrated_url, "rollback", "--steps", "99", "--yes")
+    _fill(migrated_url)
+    state = _state(migrated_url)
+    assert state[0] == _head() and state[1]["public.users"]
+    one_too_many = len(agentdb.list_migrations(database_url=migrated_url)) + 1
+    too_far = run_cli("--database-url", migrated_url, "rollback", "--steps", str(one_too_many), "--yes")
     assert too_far.returncode == 2
     assert "the database is at" in too_far.stderr and "was not changed" in too_far.stderr
+    assert _state(migrated_url) == state
     unknown = run_cli("--database-url", migrated_url, "rollback", "xyz", "--yes")
     assert unknown.returncode == 2 and "unknown revision 'xyz'" in unknown.stderr
+    assert _state(migrated_url) == state
     both = run_cli("--database-url", migrated_url, "rollback", "001", "--steps", "1", "--yes")
     assert both.returncode == 1 and "not both" in both.stderr
-    assert _at(migrated_url) == _head()
+    assert _state(migrated_url) == state
 
 
 def test_rollback_while_another_run_holds_the_lock_is_refused(migrated_url: str) -> None:
+    _fill(migrated_url)
+    state = _state(migrated_url)
     with psycopg.connect(migrated_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
         result = run_cli("--database-url", migrated_url, "rollback", "--yes", "--run-lock-timeout", "1s")
     assert result.returncode == 4
     assert "another migration run holds the agentdb run lock" in result.stderr
-    assert _at(migrated_url) == _head()
+    assert _state(migrated_url) == state and state[0] == _head()
 
 
 def test_rollback_refuses_when_the_database_moved_after_the_plan(migrated_url: str) -> None:
-    plan = commands.plan_rollback(database_url=migrated_url)
-    commands.downgrade("-1", database_url=migrated_url)
-    try:
-        commands.rollback(database_url=migrated_url, expect_at=plan.revisions_before)
-    except Exception as exc:  # the message is what is checked
-        assert "moved since the rollback was planned" in str(exc)
-    else:
-        raise AssertionError("rollback ran although the database had moved")
+    _fill(migrated_url)
+    plan = agentdb.plan_rollback(database_url=migrated_url)
+    agentdb.downgrade("-1", database_url=migrated_url)
+    moved = _state(migrated_url)
+    assert moved[0] not in (None, _head()) and moved[1]["public.users"]
 
+    with pytest.raises(agentdb.AgentdbError, match="moved since the rollback was planned"):
+        agentdb.rollback(database_url=migrated_url, expect_at=plan.revisions_before)
+
+    assert _state(migrated_url) == moved, "the refused rollback changed the database"
 
 
 def _layer_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
@@ -209,10 +236,10 @@ def test_rolling_005_back_and_forward_on_seed_demo_data_keeps_every_row(migrated
     assert sum(len(rows) for rows in before.values()) > 5000
     assert all(before[t] for t in ("analytics", "audit_log", "consent", "event_logs", "users"))
 
-    report = commands.rollback("004", database_url=migrated_url)
+    report = agentdb.rollback("004", database_url=migrated_url)
     assert [s.revision for s in report.steps][-1] == "005"
     assert "analytics" not in _all_rows(migrated_url)
-    commands.upgrade("head", database_url=migrated_url)
+    agentdb.upgrade("head", database_url=migrated_url)
     after = _all_rows(migrated_url)
     assert after.keys() == before.keys()
     for table, rows in before.items():

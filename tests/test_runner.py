@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from conftest import BIN, fixture_migration, run_cli, schema_dump
 
-from agentdb import commands
-from agentdb.commands import make_config
+import agentdb
 from agentdb.errors import ChecksumMismatch, LockTimeout, MigrationFailed, RunLockTimeout
+from agentdb.runtime.config import make_config
 from agentdb.runtime.locks import RUN_LOCK_KEY
 
 
@@ -44,12 +44,12 @@ def test_stairway_each_revision_downgrades_to_the_same_schema_and_upgrades_again
     """For every revision: upgrade, downgrade one, upgrade again; pg_dump --schema-only must match each time."""
     for revision in _revisions():
         before = schema_dump(database_url)
-        commands.upgrade(revision, database_url=database_url)
+        agentdb.upgrade(revision, database_url=database_url)
         after = schema_dump(database_url)
         assert after != before, f"{revision} changed nothing"
-        commands.downgrade("-1", database_url=database_url)
+        agentdb.downgrade("-1", database_url=database_url)
         assert schema_dump(database_url) == before, f"downgrade of {revision} did not restore the schema"
-        commands.upgrade(revision, database_url=database_url)
+        agentdb.upgrade(revision, database_url=database_url)
         assert schema_dump(database_url) == after, f"re-upgrade of {revision} differs from its first upgrade"
 
 
@@ -85,7 +85,7 @@ def test_failing_migration_leaves_no_trace_and_earlier_ones_stay(database_url: s
         upto="001",
     )
     with pytest.raises(MigrationFailed) as caught:
-        commands.upgrade("head", database_url=database_url)
+        agentdb.upgrade("head", database_url=database_url)
     error = caught.value
     assert (error.revision, error.sqlstate) == ("003", "23505")
     assert "ann@example.org" not in str(error), "row data must not leak into errors"
@@ -105,25 +105,25 @@ def test_changed_migration_file_fails_validation_and_blocks_upgrade(database_url
                                        "op.drop_table('t2')")},
         upto="001",
     )
-    commands.upgrade("001", database_url=database_url)
-    assert commands.validate(database_url=database_url) == []
+    agentdb.upgrade("001", database_url=database_url)
+    assert agentdb.validate(database_url=database_url) == []
 
     first = location / "versions" / "001_initial_schema.py"
     first.write_text(first.read_text() + "\n# edited after it was applied\n")
-    issues = commands.validate(database_url=database_url)
+    issues = agentdb.validate(database_url=database_url)
     assert [(i.revision, i.kind) for i in issues] == [("001", "changed")]
     with pytest.raises(ChecksumMismatch):
-        commands.upgrade("head", database_url=database_url)
+        agentdb.upgrade("head", database_url=database_url)
     assert _scalar(database_url, "SELECT version_num FROM agentdb.alembic_version") == "001"
 
     result = run_cli("--database-url", database_url, "validate", env={"AGENTDB_SCRIPT_LOCATION": str(location)})
     assert result.returncode == 5
     assert "001 changed since it was applied" in result.stderr
 
-    commands.upgrade("head", database_url=database_url, ignore_checksums=True)
+    agentdb.upgrade("head", database_url=database_url, ignore_checksums=True)
     assert _scalar(database_url, "SELECT version_num FROM agentdb.alembic_version") == "002"
-    assert commands.repair(database_url=database_url) == ["001"]
-    assert commands.validate(database_url=database_url) == []
+    assert agentdb.repair(database_url=database_url) == ["001"]
+    assert agentdb.validate(database_url=database_url) == []
 
 
 def test_missing_migration_file_of_an_applied_revision_fails_validation(database_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
@@ -132,9 +132,9 @@ def test_missing_migration_file_of_an_applied_revision_fails_validation(database
                                        "op.drop_table('t2')")},
         upto="001",
     )
-    commands.upgrade("head", database_url=database_url)
+    agentdb.upgrade("head", database_url=database_url)
     (location / "versions" / "002_t.py").unlink()
-    issues = commands.validate(database_url=database_url)
+    issues = agentdb.validate(database_url=database_url)
     assert ("002", "missing") in [(i.revision, i.kind) for i in issues]
     assert all(i.fatal for i in issues if i.kind == "missing")
 
@@ -154,7 +154,7 @@ def test_lock_timeout_retries_then_names_the_blocking_backend(database_url: str,
                                            "op.drop_column('users', 'nick')")},
         upto="001",
     )
-    commands.upgrade("001", database_url=database_url)
+    agentdb.upgrade("001", database_url=database_url)
     ready, release = threading.Event(), threading.Event()
     holder = threading.Thread(
         target=_hold_lock,
@@ -164,7 +164,7 @@ def test_lock_timeout_retries_then_names_the_blocking_backend(database_url: str,
     try:
         assert ready.wait(10)
         with pytest.raises(LockTimeout) as caught:
-            commands.upgrade("head", database_url=database_url, lock_timeout=0.3, lock_retries=3)
+            agentdb.upgrade("head", database_url=database_url, lock_timeout=0.3, lock_retries=3)
     finally:
         release.set()
         holder.join()
@@ -184,14 +184,14 @@ def test_lock_timeout_retry_succeeds_once_the_blocker_goes(database_url: str, sc
                                            "op.drop_column('users', 'nick')")},
         upto="001",
     )
-    commands.upgrade("001", database_url=database_url)
+    agentdb.upgrade("001", database_url=database_url)
     ready, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=_hold_lock, args=(database_url, "LOCK TABLE users IN SHARE MODE", ready, release))
     holder.start()
     assert ready.wait(10)
     threading.Timer(1.0, release.set).start()
     try:
-        report = commands.upgrade("head", database_url=database_url, lock_timeout=0.2, lock_retries=10)
+        report = agentdb.upgrade("head", database_url=database_url, lock_timeout=0.2, lock_retries=10)
     finally:
         release.set()
         holder.join()
@@ -206,7 +206,7 @@ def test_run_lock_held_by_another_session_times_out_naming_its_pid(database_url:
         pid = other.info.backend_pid
         started = time.monotonic()
         with pytest.raises(RunLockTimeout) as caught:
-            commands.upgrade("head", database_url=database_url, run_lock_timeout=1.0)
+            agentdb.upgrade("head", database_url=database_url, run_lock_timeout=1.0)
         assert time.monotonic() - started < 30
     assert caught.value.blocker is not None
     assert caught.value.blocker.pid == pid
@@ -217,8 +217,8 @@ def test_run_lock_held_by_another_session_times_out_naming_its_pid(database_url:
 def test_history_row_records_who_where_and_the_file_checksum(database_url: str) -> None:
     from agentdb.runtime.history import file_checksum
 
-    commands.upgrade("001", database_url=database_url)
-    row = commands.history(database_url=database_url)[0]
+    agentdb.upgrade("001", database_url=database_url)
+    row = agentdb.history(database_url=database_url)[0]
     path = Path(make_config().get_main_option("script_location") or "")
     assert row["revision"] == "001" and row["direction"] == "upgrade" and row["success"] is True
     assert row["filename"] == "001_initial_schema.py"
@@ -244,14 +244,14 @@ def test_migration_failure_in_the_middle_of_a_run_is_recorded_and_reported(datab
 
 
 def test_guard_refusal_inside_a_migration_is_recorded_in_event_logs(migrated_url: str, script_location) -> None:  # type: ignore[no-untyped-def]
-    head = commands.heads()[0]["revision"]
+    head = agentdb.heads()[0]["revision"]
     script_location({f"{int(head) + 1:03d}_purge_users.py": fixture_migration(
         f"{int(head) + 1:03d}", head, "op.execute('DELETE FROM users')")})
     with psycopg.connect(migrated_url) as conn:
         conn.execute("INSERT INTO users (email, display_name) "
                      "SELECT 'u' || g || '@example.org', 'User ' || g FROM generate_series(1, 150) g")
     with pytest.raises(MigrationFailed) as caught:
-        commands.upgrade("head", database_url=migrated_url)
+        agentdb.upgrade("head", database_url=migrated_url)
     assert caught.value.sqlstate == "YB001"
     assert _scalar(migrated_url, "SELECT count(*) FROM users") == 150
     assert _scalar(migrated_url, "SELECT count(*) FROM event_logs WHERE event_type = 'bulk_change.refused' "
@@ -264,7 +264,7 @@ def test_statement_timeout_stops_a_slow_migration_and_rolls_it_back(database_url
         upto="001")
     started = time.monotonic()
     with pytest.raises(MigrationFailed) as caught:
-        commands.upgrade("head", database_url=database_url, statement_timeout=0.5)
+        agentdb.upgrade("head", database_url=database_url, statement_timeout=0.5)
     assert time.monotonic() - started < 4.5
     assert caught.value.sqlstate == "57014"
     assert _scalar(database_url, "SELECT version_num FROM agentdb.alembic_version") == "001"

@@ -41,7 +41,7 @@ def test_version_file_applies_itself_then_says_already_applied_then_undoes_itsel
 
     applied = _script(first, "--database-url", database_url)
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.startswith("upgrade 001 Initial schema")
+    assert applied.stdout.startswith("upgrade 001_initial_schema (")
     assert _versions(database_url) == ["001"]
     assert _history(database_url) == [("001", "upgrade")]  # same history as agentdb upgrade
 
@@ -69,8 +69,8 @@ def test_version_file_brings_its_prerequisites_first(database_url: str, tmp_path
     result = _script(second, "--database-url", database_url, env=env)
 
     assert result.returncode == 0, result.stderr
-    assert [line.split()[:2] for line in result.stdout.splitlines()] == [["upgrade", "001"], ["upgrade", "002"]]
-    assert "upgrade 002 Fixture migration." in result.stdout
+    assert [line.split()[:2] for line in result.stdout.splitlines()] == [
+        ["upgrade", "001_initial_schema"], ["upgrade", "002_comment_users"]]
     assert _versions(database_url) == ["002"]
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT obj_description('public.users'::regclass)").fetchone()

@@ -1,59 +1,33 @@
 """agentdb: PostgreSQL schema, migrations and data operations of the Spotify AI Agent.
 
-The public API is what ``__all__`` lists; everything else may move.
+The public API is what ``__all__`` lists; everything else may move.  Each
+capability is one package with its own ``__all__`` (``agentdb.migrate``,
+``agentdb.demo``, ``agentdb.governance``...), and this facade re-exports them:
+a new capability adds its star import and its ``__all__`` line below.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from agentdb.commands import (
-    MigrationInfo,
-    check,
-    current,
-    downgrade,
-    dry_run,
-    heads,
-    history,
-    list_migrations,
-    new_migration,
-    plan_rollback,
-    repair,
-    rollback,
-    sql,
-    upgrade,
-    validate,
-)
+from agentdb import demo, governance, migrate
 from agentdb.connection import Target, resolve
-from agentdb.demo import DemoReport, DemoScale, seed_demo
+from agentdb.demo import *  # noqa: F403
 from agentdb.errors import AgentdbError, BulkChangeRefused
+from agentdb.governance import *  # noqa: F403
 from agentdb.guards import guarded
+from agentdb.migrate import *  # noqa: F403
 from agentdb.schema.personal_data import registry as personal_data_registry
 
 __all__ = [
     "AgentdbError",
     "BulkChangeRefused",
-    "DemoReport",
-    "DemoScale",
-    "MigrationInfo",
     "Target",
     "__version__",
-    "check",
-    "current",
-    "downgrade",
-    "dry_run",
     "guarded",
-    "heads",
-    "history",
-    "list_migrations",
-    "new_migration",
     "personal_data_registry",
-    "plan_rollback",
-    "repair",
     "resolve",
-    "rollback",
-    "seed_demo",
-    "sql",
-    "upgrade",
-    "validate",
 ]
+__all__ += migrate.__all__
+__all__ += demo.__all__
+__all__ += governance.__all__

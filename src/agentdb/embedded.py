@@ -80,9 +80,25 @@ def _pgdata(data_dir: Path) -> Path:
     return data_dir / "pgdata"
 
 
+def _require_directory(data_dir: Path) -> None:
+    """Refuse a data directory path that names a file (or the like): nothing could be created or found in it.
+
+    Without this, starting says ``File exists`` and ``status`` promises to create a server there.
+    """
+    if data_dir.exists() and not data_dir.is_dir():
+        raise EmbeddedServerError(
+            str(data_dir), "it is a file, not a directory",
+            hint="give --data-dir or AGENTDB_DATA_DIR a directory, or a path that does not exist yet",
+        )
+    pgdata = _pgdata(data_dir)
+    if pgdata.exists() and not pgdata.is_dir():
+        raise EmbeddedServerError(str(data_dir), "its pgdata is a file, not a directory", hint="move the file aside")
+
+
 @contextlib.contextmanager
 def _exclusive(data_dir: Path) -> Iterator[None]:
     """Hold ``agentdb.lock`` so that only one process starts or stops the server."""
+    _require_directory(data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         handle = open(data_dir / "agentdb.lock", "a+")  # closed in the finally below
@@ -205,6 +221,7 @@ def _postmaster(pgdata: Path) -> Any:
 def status(data_dir: str | Path | None = None) -> EmbeddedStatus:
     """Report on the embedded server without starting it."""
     directory = resolve_data_dir(data_dir)
+    _require_directory(directory)
     pgdata = _pgdata(directory)
     version_file = pgdata / "PG_VERSION"
     initialized = version_file.exists()
@@ -226,6 +243,7 @@ def status(data_dir: str | Path | None = None) -> EmbeddedStatus:
 def stop(data_dir: str | Path | None = None) -> bool:
     """Stop the embedded server; return ``False`` when it was not running."""
     directory = resolve_data_dir(data_dir)
+    _require_directory(directory)
     pgdata = _pgdata(directory)
     if not (pgdata / "PG_VERSION").exists():
         return False

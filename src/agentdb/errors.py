@@ -21,13 +21,30 @@ __all__ = [
     "BulkChangeRefused",
     "ChecksumMismatch",
     "ConnectionFailed",
+    "DatabaseNotEmpty",
     "EmbeddedServerError",
     "InvalidDatabaseURL",
     "LockTimeout",
     "MigrationFailed",
+    "NotAtHead",
     "NotTransactional",
+    "OnlineChangeBusy",
+    "OnlineChangeError",
+    "OnlineChangeNotFound",
+    "OnlineChangeRefused",
+    "OnlineFileChanged",
+    "OnlineLockTimeout",
+    "OnlineSourceChanged",
+    "OnlineStepFailed",
+    "OnlineVerifyFailed",
+    "PartitionConflict",
+    "PartitionMaintenanceFailed",
+    "PartitionMaintenanceLocked",
+    "PartitionTableInvalid",
+    "RestoreFailed",
     "RevisionOutOfRange",
     "RunLockTimeout",
+    "SeedFailed",
     "UnknownRevision",
 ]
 
@@ -248,4 +265,266 @@ class BulkChangeRefused(AgentdbError):
         super().__init__(
             f"refused: {operation} on {table} touches {touched} in one statement, more than the limit of {limit}",
             hint="run it in a transaction that first does SET LOCAL agentdb.allow_bulk_change = on",
+        )
+
+
+class NotAtHead(AgentdbError):
+    """The database is not at the newest revision, so the demo rows would not fit its tables."""
+
+    exit_code = 1  # a refusal
+
+    def __init__(self, revisions: Sequence[str], heads: Sequence[str]) -> None:
+        self.revisions = tuple(revisions)
+        self.heads = tuple(heads)
+        at = ", ".join(self.revisions) or "base (no migration applied)"
+        super().__init__(
+            f"the database is at revision {at}, not at head {', '.join(self.heads)}: demo data needs every table",
+            hint="run `agentdb upgrade` first",
+        )
+
+
+class DatabaseNotEmpty(AgentdbError):
+    """The database already holds application rows; seeding would mix demo data into them."""
+
+    exit_code = 1  # a refusal
+
+    def __init__(self, table: str, rows: int, *, more: bool = False) -> None:
+        """``rows`` is the exact count, or with ``more`` the limit the count stopped at (there are more)."""
+        self.table = table
+        self.rows = rows
+        self.more = more
+        counted = f"more than {rows:,} rows" if more else f"{rows:,} row{'' if rows == 1 else 's'}"
+        super().__init__(
+            f"table public.{table} already has {counted}: refusing to seed demo data into it",
+            hint="use a fresh database, or `agentdb seed-demo --append` / seed_demo(append=True) to add to it",
+        )
+
+
+class SeedFailed(AgentdbError):
+    """PostgreSQL rejected a demo row; the whole seeding was rolled back."""
+
+    exit_code = 6
+
+    def __init__(self, table: str, sqlstate: str | None, reason: str) -> None:
+        self.table = table
+        self.sqlstate = sqlstate
+        super().__init__(
+            f"seeding public.{table} failed [{sqlstate or '?'}]: {reason}; nothing was written (rolled back)"
+        )
+
+
+class RestoreFailed(MigrationFailed):
+    """Archived rows could not be put back into the table a migration created again.
+
+    The migration step's transaction was rolled back, so the archive table and
+    its registry row are exactly as they were: remove the cause (named by
+    :attr:`sqlstate` and :attr:`reason`, PostgreSQL's primary message, never its
+    DETAIL line, which can quote row values) and upgrade again.
+    """
+
+    exit_code = 6
+
+    def __init__(self, table: str, archive: str, sqlstate: str | None, reason: str, *,
+                 revision: str | None = None, direction: str = "upgrade") -> None:
+        self.revision = revision or "?"
+        self.direction = direction
+        self.table = table
+        self.archive = archive
+        self.sqlstate = sqlstate
+        self.reason = reason
+        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+        AgentdbError.__init__(
+            self,
+            f"cannot restore the archived rows of {table} from {archive}{code}: {reason}; "
+            f"migration {self.revision} was rolled back",
+            hint="the archive is kept as it was; remove the cause and upgrade again",
+        )
+
+
+class PartitionTableInvalid(AgentdbError):
+    """A table or column named for partition maintenance is not in the catalogue, or cannot be managed.
+
+    The name is looked up as a value in ``pg_class``/``pg_attribute``, never pasted into SQL.
+    """
+
+    exit_code = 2
+
+    def __init__(self, table: str, reason: str, *, hint: str | None = None) -> None:
+        self.table = table
+        self.reason = reason
+        super().__init__(f"cannot manage the partitions of {table}: {reason}", hint=hint)
+
+
+class PartitionConflict(AgentdbError):
+    """Maintenance met something in the way of one partition (a foreign table of the same name, a trigger).
+
+    Nothing was changed for that partition; the rest of the run went on.
+    """
+
+    exit_code = 1
+
+    def __init__(self, partition: str, reason: str, *, hint: str | None = None) -> None:
+        self.partition = partition
+        self.reason = reason
+        super().__init__(f"partition {partition}: {reason}", hint=hint)
+
+
+class PartitionMaintenanceLocked(AgentdbError):
+    """Another partition maintenance holds the maintenance lock of this database for longer than we may wait."""
+
+    exit_code = 4
+
+    def __init__(self, waited_seconds: float, blocker: Blocker | None) -> None:
+        self.waited_seconds = waited_seconds
+        self.blocker = blocker
+        who = blocker.describe() if blocker else "a backend that has since gone"
+        super().__init__(
+            f"another partition maintenance is running on this database; gave up after {waited_seconds:.1f}s: {who}",
+            hint="nothing was changed; the next run catches up (maintenance is safe to run every minute)",
+        )
+
+
+class PartitionMaintenanceFailed(AgentdbError):
+    """Partition maintenance could not do part of its work; what it did do is kept and recorded.
+
+    :attr:`report` is the run's :class:`agentdb.partitions.MaintenanceReport`, with what succeeded.
+    """
+
+    exit_code = 6
+    report: object | None = None
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(
+            "partition maintenance failed: " + "; ".join(self.problems),
+            hint="what succeeded is kept and in the run history; remove the cause and run it again",
+        )
+
+
+class OnlineChangeError(AgentdbError):
+    """An online change (:mod:`agentdb.online`) could not go on.
+
+    :attr:`table` is the table being changed (schema-qualified) and
+    :attr:`change_id` the ``agentdb.online_changes`` row, when there is one.
+    Whatever the error, the source table is intact: an online change only ever
+    swaps tables inside its one short cut-over transaction.
+    """
+
+    exit_code = 1
+
+    def __init__(self, table: str, message: str, *, change_id: int | None = None, hint: str | None = None) -> None:
+        self.table = table
+        self.change_id = change_id
+        super().__init__(message, hint=hint)
+
+
+class OnlineChangeRefused(OnlineChangeError):
+    """The change cannot be done on this table (unknown name, unsupported feature, wrong phase)."""
+
+    exit_code = 2
+
+    def __init__(self, table: str, reason: str, *, change_id: int | None = None, hint: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(table, f"cannot change {table} online: {reason}", change_id=change_id, hint=hint)
+
+
+class OnlineChangeBusy(OnlineChangeError):
+    """Another online change holds the table: a live process drives it, or one was left unfinished."""
+
+    exit_code = 4
+
+    def __init__(self, table: str, change_id: int | None, holder_pid: int | None, detail: str,
+                 *, hint: str | None = None) -> None:
+        self.holder_pid = holder_pid
+        who = f"pid {holder_pid}" if holder_pid else "no live process"
+        super().__init__(
+            table, f"an online change of {table} is already under way (change {change_id or '?'}, {who}): {detail}",
+            change_id=change_id,
+            hint=hint or "wait for it, or see `agentdb online status`; resume or abort it",
+        )
+
+
+class OnlineChangeNotFound(OnlineChangeError):
+    """No online change matches the id or table given."""
+
+    exit_code = 2
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what, f"no unfinished online change for {what}", hint="`agentdb online status` lists them")
+
+
+class OnlineVerifyFailed(OnlineChangeError):
+    """Source and copy differ in a key range: the cut-over was not done."""
+
+    exit_code = 5
+
+    def __init__(self, table: str, change_id: int, ranges: Sequence[str]) -> None:
+        self.ranges = tuple(ranges)
+        shown = "; ".join(self.ranges[:5]) + (f"; and {len(self.ranges) - 5} more" if len(self.ranges) > 5 else "")
+        super().__init__(
+            table, f"verification of change {change_id} on {table} failed, source and copy differ: {shown}",
+            change_id=change_id,
+            hint="nothing was swapped; abort the change (the source is intact) and report it",
+        )
+
+
+class OnlineLockTimeout(OnlineChangeError):
+    """A step of an online change (the cut-over, installing the capture...) could not take its locks
+    within lock_timeout, even after retries; nothing of that step was done."""
+
+    exit_code = 4
+
+    def __init__(self, table: str, change_id: int, what: str, attempts: int, blockers: Sequence[Blocker]) -> None:
+        self.what = what
+        self.attempts = attempts
+        self.blockers = tuple(blockers)
+        who = "; ".join(b.describe() for b in self.blockers) or "no blocker seen any more"
+        super().__init__(
+            table, f"{what} of online change {change_id} on {table} gave up after {attempts} attempts "
+            f"(lock_timeout), nothing of it was done; blocked by {who}",
+            change_id=change_id,
+            hint="end or wait for the blocking session, then resume; or raise lock_timeout / lock_retries",
+        )
+
+
+class OnlineStepFailed(OnlineChangeError):
+    """A step of an online change failed in PostgreSQL; its transaction was rolled back, the change can resume."""
+
+    exit_code = 6
+
+    def __init__(self, table: str, change_id: int, phase: str, what: str, sqlstate: str | None, reason: str) -> None:
+        self.phase = phase
+        self.sqlstate = sqlstate
+        self.reason = reason
+        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+        super().__init__(
+            table, f"online change {change_id} on {table} failed in phase {phase} ({what}){code}: {reason}",
+            change_id=change_id,
+            hint="the step was rolled back and the source is intact; fix the cause and resume, or abort",
+        )
+
+
+class OnlineSourceChanged(OnlineChangeError):
+    """The source table's definition changed after the change started, so the copy no longer matches it."""
+
+    exit_code = 1
+
+    def __init__(self, table: str, change_id: int | None) -> None:
+        super().__init__(
+            table, f"the definition of {table} changed since online change {change_id or '?'} was planned "
+            "(columns, indexes, constraints, triggers, grants or owner); nothing was swapped",
+            change_id=change_id, hint="abort the change and start it again",
+        )
+
+
+class OnlineFileChanged(OnlineChangeError):
+    """The migration file that started a change is not the one that would resume it."""
+
+    exit_code = 5
+
+    def __init__(self, table: str, change_id: int, filename: str, problem: str) -> None:
+        self.filename = filename
+        super().__init__(
+            table, f"refusing to resume online change {change_id} on {table}: migration file {filename} {problem}",
+            change_id=change_id, hint="restore the file it started from, or abort the change",
         )

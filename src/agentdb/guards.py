@@ -31,6 +31,12 @@ What is recorded, and where:
   :func:`guarded`, is **not** in ``event_logs``: PostgreSQL has no autonomous
   transactions, and a row the refused transaction inserted is rolled back with
   it (``dblink`` could escape that, but the embedded server has no dblink).
+
+The trigger function ``public.guard_bulk_change()`` and its triggers are
+declared, as they are now, in :mod:`agentdb.schema.entities`; migration 005
+carries the definition it created, so changing them here takes a new
+migration (``agentdb new --autogenerate``).  This module is what applications
+use at run time.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -46,6 +52,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import JSONB
 
 from agentdb.errors import BulkChangeRefused
+from agentdb.schema.entities import DEFAULT_LIMIT, GUARD_SQLSTATE, GUARDED_TABLES
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -53,97 +60,14 @@ __all__ = [
     "GUARDED_TABLES",
     "SQLSTATE",
     "guarded",
-    "install",
     "record_refusal",
     "refusal_of",
-    "uninstall",
 ]
 
 #: The SQLSTATE of a refusal (class ``YB``: implementation-defined, unused by PostgreSQL).
-SQLSTATE = "YB001"
-DEFAULT_LIMIT = 100
+SQLSTATE = GUARD_SQLSTATE
 #: ``event_logs.event_type`` of a recorded refusal.
 EVENT_TYPE = "bulk_change.refused"
-#: table -> the column naming the user a row is about.
-GUARDED_TABLES = {"users": "id", "consent": "user_id", "audit_log": "subject_user_id"}
-
-_FUNCTION = """
-CREATE FUNCTION public.guard_bulk_change() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    subject text := TG_ARGV[0];
-    configured text := nullif(current_setting('agentdb.bulk_change_limit', true), '');
-    max_users bigint := @DEFAULT_LIMIT@;
-    touched_users bigint;
-    touched_rows bigint;
-    detail text;
-BEGIN
-    IF lower(coalesce(nullif(current_setting('agentdb.allow_bulk_change', true), ''), 'off'))
-           IN ('on', 'true', 'yes', '1') THEN
-        RETURN NULL;
-    END IF;
-    IF configured ~ '^[0-9]{1,18}$' THEN
-        max_users := configured::bigint;
-    ELSIF configured IS NOT NULL THEN
-        RAISE WARNING 'agentdb.bulk_change_limit = % is not a number; using %', configured, max_users;
-    END IF;
-    IF TG_OP <> 'TRUNCATE' THEN
-        SELECT count(DISTINCT coalesce('u' || (to_jsonb(o) ->> subject), 'r' || (to_jsonb(o) ->> 'id'))), count(*)
-        INTO touched_users, touched_rows
-        FROM old_rows AS o;
-        IF touched_users <= max_users THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    detail := jsonb_build_object(
-        'table', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'operation', TG_OP, 'users', touched_users,
-        'rows', touched_rows, 'limit', max_users, 'role', current_user::text,
-        'application', current_setting('application_name'))::text;
-    RAISE LOG 'agentdb bulk change refused: %', detail;
-    RAISE EXCEPTION 'refused: % on %.% touches % in one statement, more than agentdb.bulk_change_limit = %',
-            TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME,
-            coalesce(touched_users || ' users (' || touched_rows || ' rows)', 'all rows'), max_users
-        USING ERRCODE = '@SQLSTATE@', DETAIL = detail, SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
-              HINT = 'to mean it, run it in a transaction that first does SET LOCAL agentdb.allow_bulk_change = on';
-END
-$$
-""".replace("@DEFAULT_LIMIT@", str(DEFAULT_LIMIT)).replace("@SQLSTATE@", SQLSTATE)
-
-
-class _Op(Protocol):
-    def execute(self, sqltext: str) -> object: ...
-
-
-def install(op: _Op) -> None:
-    """Create ``guard_bulk_change()`` and its triggers (migration 005)."""
-    op.execute(_FUNCTION)
-    op.execute(
-        "COMMENT ON FUNCTION public.guard_bulk_change() IS 'Trigger function: refuses (SQLSTATE "
-        f"{SQLSTATE}) a statement changing more users'' rows than agentdb.bulk_change_limit (default "
-        f"{DEFAULT_LIMIT}) unless SET LOCAL agentdb.allow_bulk_change = on. Argument: the subject user column'"
-    )
-    for table, subject in GUARDED_TABLES.items():
-        # One trigger per event: PostgreSQL refuses transition tables on a trigger with several events.
-        for event in ("update", "delete"):
-            op.execute(
-                f"CREATE TRIGGER {table}_guard_bulk_{event} AFTER {event.upper()} ON public.{table} "
-                f"REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT "
-                f"EXECUTE FUNCTION public.guard_bulk_change('{subject}')"
-            )
-        op.execute(
-            f"CREATE TRIGGER {table}_guard_truncate BEFORE TRUNCATE ON public.{table} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION public.guard_bulk_change('{subject}')"
-        )
-
-
-def uninstall(op: _Op) -> None:
-    for table in GUARDED_TABLES:
-        op.execute(f"DROP TRIGGER {table}_guard_truncate ON public.{table}")
-        op.execute(f"DROP TRIGGER {table}_guard_bulk_delete ON public.{table}")
-        op.execute(f"DROP TRIGGER {table}_guard_bulk_update ON public.{table}")
-    op.execute("DROP FUNCTION public.guard_bulk_change()")
 
 
 def _psycopg_error(exc: BaseException) -> psycopg.Error | None:

@@ -18,7 +18,13 @@ No database is needed.  Each kind of check lives in its own module:
   user-linked table is declared in the personal-data registry.
 
 :func:`check` runs them all and returns a :class:`CheckReport`; it never raises
-for a violation (the CLI exits non-zero when there is one).
+for a violation.  ``agentdb check`` exits with :attr:`CheckReport.exit_code`:
+0 when every check ran and passed, 7 on a violation, 9 when no violation was
+found but a check could not run (squawk missing): a check that did not run is
+neither a pass nor a violation of the migrations.
+
+Every SQL check reads the offline SQL with PostgreSQL's own parser (pglast),
+never with a hand-written scanner: see :mod:`agentdb.governance._sql`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from agentdb.governance._model import CheckReport, Exemption, Violation
-from agentdb.governance.files import MigrationFile, check_files, load_migrations, versions_dir
+from agentdb.governance.files import (
+    MigrationFile,
+    check_files,
+    load_migrations,
+    offline_sql_by_revision,
+    versions_dir,
+)
 from agentdb.governance.personal_data import check_personal_data
 from agentdb.governance.squawk import check_squawk
 
@@ -46,11 +58,12 @@ def check(
     migrations = load_migrations(versions_dir())
     report = CheckReport(checked=tuple(m.filename for m in migrations))
     report.violations.extend(check_files(migrations))
+    sql_by_revision, unrendered = offline_sql_by_revision(migrations)
+    report.violations.extend(unrendered)
     if squawk:
-        sql_by_revision = check_squawk(migrations, report)
+        check_squawk(migrations, sql_by_revision, report)
     else:
         report.skipped.append("squawk: skipped on request")
-        sql_by_revision = {}
     check_personal_data(migrations, sql_by_revision, report, personal_data)
     report.violations.sort(key=lambda v: (v.filename, v.rule, v.line or 0, v.message))
     return report

@@ -14,7 +14,7 @@ from typing import Any
 
 from agentdb.governance._model import Violation
 
-__all__ = ["MigrationFile", "check_files", "load_migrations", "versions_dir"]
+__all__ = ["MigrationFile", "check_files", "load_migrations", "offline_sql_by_revision", "versions_dir"]
 
 FILE_NAME = re.compile(r"^(?P<id>\d{3})_(?P<slug>[a-z0-9]+(?:_[a-z0-9]+)*)\.py$")
 REVISION_ID = re.compile(r"^\d{3}$")
@@ -51,7 +51,7 @@ def versions_dir() -> Path:
     """The project's ``versions/`` directory (``AGENTDB_SCRIPT_LOCATION`` moves it, as for every command)."""
     from alembic.script import ScriptDirectory
 
-    from agentdb.commands import make_config
+    from agentdb.runtime.config import make_config
 
     return Path(ScriptDirectory.from_config(make_config()).versions)
 
@@ -195,3 +195,29 @@ def check_files(migrations: list[MigrationFile]) -> list[Violation]:
         found.extend(_check_one(migration))
     found.extend(_check_history(migrations))
     return found
+
+
+def offline_sql_by_revision(migrations: list[MigrationFile]) -> tuple[dict[str, str], list[Violation]]:
+    """Each readable migration's upgrade SQL alone (``agentdb sql PREV:REV``), and the ones that cannot render.
+
+    Rendered once here for every SQL check (squawk, personal data), so a
+    migration whose SQL cannot be rendered is reported once, whichever checks run.
+    """
+    from agentdb.runtime.offline import offline_sql
+
+    sql_by_revision: dict[str, str] = {}
+    found: list[Violation] = []
+    for migration in migrations:
+        rev = migration.revision
+        if rev is None or migration.problems:
+            continue
+        previous = migration.parents[0] if len(migration.parents) == 1 else "base"
+        try:
+            sql_by_revision[rev] = offline_sql(f"{previous}:{rev}")
+        except Exception as exc:  # any failure to render is reported, not raised: it runs the migration's code
+            first = str(exc).strip().splitlines()
+            found.append(Violation(
+                "offline-sql", migration.filename,
+                f"cannot render its offline SQL: {first[0] if first else type(exc).__name__}", rev,
+            ))
+    return sql_by_revision, found

@@ -3,9 +3,10 @@
 A table is *user-linked* when it is ``users`` or reaches ``users`` through
 foreign keys (read from the schema declaration, :data:`agentdb.schema.metadata`,
 and from the migrations' own SQL).  A column a migration adds to such a table
-(``CREATE TABLE`` or ``ALTER TABLE ... ADD COLUMN`` in its offline SQL) must be
-in the registry, declared personal or not: erasure, export and grants derive
-from it, so a column missing there is a column they silently ignore.
+(``CREATE TABLE``, ``ALTER TABLE ... ADD COLUMN``, ``RENAME COLUMN`` in its
+offline SQL, read by PostgreSQL's own parser) must be in the registry,
+declared personal or not: erasure, export and grants derive from it, so a
+column missing there is a column they silently ignore.
 
 The registry is read through one small interface::
 
@@ -19,31 +20,24 @@ reported here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType, ObjectType
 
 from agentdb.governance._model import CheckReport, Violation
+from agentdb.governance._sql import Statement, do_block_statements, relation_name, statements
 from agentdb.governance.files import MigrationFile
 
-__all__ = ["REGISTRY", "check_personal_data", "new_columns", "registry"]
+__all__ = ["REGISTRY", "NewColumns", "check_personal_data", "new_columns", "registry"]
 
 #: Where the registry lives: module and function.
 REGISTRY = ("agentdb.schema.personal_data", "declared_columns")
 
-_CREATE = re.compile(r"^CREATE TABLE (?:IF NOT EXISTS )?(?P<name>[\w.\"]+) \(", re.MULTILINE)
-_ADD_COLUMN = re.compile(
-    r"^ALTER TABLE (?:ONLY )?(?:IF EXISTS )?(?P<name>[\w.\"]+) ADD (?:COLUMN )?(?:IF NOT EXISTS )?(?P<column>[\w\"]+)",
-    re.MULTILINE,
-)
-_ALTER_FK = re.compile(r"^ALTER TABLE (?:ONLY )?(?P<name>[\w.\"]+) ADD CONSTRAINT .*?REFERENCES (?P<parent>[\w.\"]+)",
-                       re.MULTILINE)
-_REFERENCES = re.compile(r"\bREFERENCES (?P<parent>[\w.\"]+)")
-_NOT_COLUMNS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", "EXCLUDE", "LIKE"}
 
-
-def _name(raw: str) -> str:
-    name = raw.replace('"', "")
-    return name.removeprefix("public.")
+def _name(table: str) -> str:
+    return table.removeprefix("public.")
 
 
 def registry() -> Callable[[], Iterable[tuple[str, str]]]:
@@ -53,65 +47,82 @@ def registry() -> Callable[[], Iterable[tuple[str, str]]]:
     return declared_columns
 
 
-def _body(sql: str, start: int) -> str:
-    """The text between the parenthesis at ``start - 1`` and its match, quotes respected."""
-    depth, index, quote = 1, start, ""
-    while index < len(sql) and depth:
-        char = sql[index]
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        index += 1
-    return sql[start:index - 1]
+@dataclass
+class NewColumns:
+    """What a migration's SQL adds: columns, foreign-key edges, and the statements that could not be read."""
+
+    #: ``(table, column)`` for each column a statement creates (or renames into being).
+    columns: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(child, parent)`` for each foreign key (and ``INHERITS``) a statement declares.
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    #: Statements PostgreSQL's grammar rejects: their columns are unknown.
+    unreadable: list[Statement] = field(default_factory=list)
 
 
-def _split(body: str) -> list[str]:
-    items: list[str] = []
-    current: list[str] = []
-    depth, quote = 0, ""
-    for char in body:
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            items.append("".join(current).strip())
-            current = []
+def _references(constraints: Iterable[ast.Node] | None) -> list[str]:
+    return [relation_name(c.pktable) for c in constraints or ()
+            if isinstance(c, ast.Constraint) and c.contype == ConstrType.CONSTR_FOREIGN and c.pktable is not None]
+
+
+def _column(found: NewColumns, table: str, column: ast.ColumnDef) -> None:
+    found.columns.append((table, str(column.colname)))
+    found.edges.extend((table, parent) for parent in _references(column.constraints))
+
+
+def _create(found: NewColumns, create: ast.CreateStmt) -> None:
+    if create.relation is None or create.partbound is not None or create.ofTypename is not None:
+        return  # a partition has its parent's columns, a typed table its type's: none is new here
+    table = relation_name(create.relation)
+    found.edges.extend((table, relation_name(parent)) for parent in create.inhRelations or ())
+    for element in create.tableElts or ():
+        if isinstance(element, ast.ColumnDef):
+            _column(found, table, element)
+        elif isinstance(element, ast.Constraint):
+            found.edges.extend((table, parent) for parent in _references([element]))
+
+
+def _alter(found: NewColumns, alter: ast.AlterTableStmt) -> None:
+    if alter.objtype != ObjectType.OBJECT_TABLE or alter.relation is None:
+        return
+    table = relation_name(alter.relation)
+    for command in alter.cmds or ():
+        if not isinstance(command, ast.AlterTableCmd):
             continue
-        current.append(char)
-    items.append("".join(current).strip())
-    return [item for item in items if item]
+        if command.subtype == AlterTableType.AT_AddColumn and isinstance(command.def_, ast.ColumnDef):
+            _column(found, table, command.def_)
+        elif command.subtype == AlterTableType.AT_AddConstraint and isinstance(command.def_, ast.Constraint):
+            found.edges.extend((table, parent) for parent in _references([command.def_]))
 
 
-def new_columns(sql: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """``(table, column)`` pairs a migration's SQL adds, and its ``(child, parent)`` foreign-key edges."""
-    columns: list[tuple[str, str]] = []
-    edges: list[tuple[str, str]] = []
-    for match in _CREATE.finditer(sql):
-        table = _name(match.group("name"))
-        for item in _split(_body(sql, match.end())):
-            for ref in _REFERENCES.finditer(item):
-                edges.append((table, _name(ref.group("parent"))))
-            first = item.split(None, 1)[0]
-            if first.upper() not in _NOT_COLUMNS:
-                columns.append((table, _name(first)))
-    for match in _ADD_COLUMN.finditer(sql):
-        if match.group("column").upper() not in _NOT_COLUMNS:
-            columns.append((_name(match.group("name")), _name(match.group("column"))))
-    for match in _ALTER_FK.finditer(sql):
-        edges.append((_name(match.group("name")), _name(match.group("parent"))))
-    return columns, edges
+def _read(found: NewColumns, sql: str) -> None:
+    for statement in statements(sql):
+        node = statement.node
+        if node is None:
+            found.unreadable.append(statement)
+        elif isinstance(node, ast.CreateStmt):
+            _create(found, node)
+        elif isinstance(node, ast.AlterTableStmt):
+            _alter(found, node)
+        elif (isinstance(node, ast.RenameStmt) and node.renameType == ObjectType.OBJECT_COLUMN
+              and node.relationType == ObjectType.OBJECT_TABLE and node.relation is not None):
+            found.columns.append((relation_name(node.relation), str(node.newname)))  # a new name to declare
+        elif isinstance(node, ast.DoStmt):
+            for inner in do_block_statements(node) or ():
+                _read(found, inner)
+
+
+def new_columns(sql: str) -> NewColumns:
+    """The columns a migration's SQL adds and its foreign-key edges, read by PostgreSQL's parser.
+
+    ``CREATE TABLE``, ``ALTER TABLE ... ADD COLUMN`` (every one of a
+    multi-command ``ALTER``), ``RENAME COLUMN`` and the static statements of
+    ``DO`` blocks count.  Not seen: columns made by ``CREATE TABLE ... AS``,
+    ``LIKE`` or SQL built at run time (``EXECUTE format(...)``), which only
+    the database knows.
+    """
+    found = NewColumns()
+    _read(found, sql)
+    return found
 
 
 def _declared_edges() -> list[tuple[str, str]]:
@@ -140,8 +151,6 @@ def check_personal_data(
     """Report every new column of a user-linked table that the registry does not declare."""
     source = declared or registry()
     known = {(_name(table), column) for table, column in source()}
-    from agentdb import commands
-
     added: list[tuple[MigrationFile, str, str]] = []
     edges = _declared_edges()
     for migration in migrations:
@@ -149,15 +158,17 @@ def check_personal_data(
         if rev is None or migration.problems:
             continue
         sql = sql_by_revision.get(rev)
-        if sql is None:
-            previous = migration.parents[0] if len(migration.parents) == 1 else "base"
-            try:
-                sql = commands.sql(f"{previous}:{rev}")
-            except Exception:  # reported by the squawk check (offline-sql)
-                continue
-        columns, found_edges = new_columns(sql)
-        edges.extend(found_edges)
-        added.extend((migration, table, column) for table, column in columns)
+        if sql is None:  # its SQL could not be rendered: reported once, as offline-sql
+            continue
+        found = new_columns(sql)
+        edges.extend(found.edges)
+        added.extend((migration, table, column) for table, column in found.columns)
+        for statement in found.unreadable:
+            report.violations.append(Violation(
+                "personal-data", migration.filename,
+                f"offline SQL line {statement.line} does not parse ({statement.error}); "
+                "its new columns cannot be checked", rev, statement.line,
+            ))
     linked = _user_linked(edges)
     for migration, table, column in added:
         if table in linked and (table, column) not in known:

@@ -1,6 +1,8 @@
 """Alembic environment: every run, from ``alembic`` or ``agentdb``, goes through
 :func:`agentdb.runtime.environment.run_env` (run lock, per-migration transactions,
-timeouts with lock retries, checksum validation and run history)."""
+timeouts with lock retries, checksum validation and run history).  Under plain
+``alembic`` it also logs one line per migration and turns agentdb's errors into
+the one-line ``error: ...`` and exit code of ``agentdb``."""
 
 from alembic import context
 

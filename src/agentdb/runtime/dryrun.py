@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
 
+from agentdb.connection import redact_url
 from agentdb.errors import NotTransactional
 from agentdb.runtime import archive
 from agentdb.runtime.history import INTERNAL_SCHEMA
@@ -318,7 +319,7 @@ class _DryRun:
                 lambda: attempt(kw), self.connection, self.policy,
                 what=f"{plan.direction} {plan.revision} (dry run)", watch=self.watch,
             )
-            duration = (time.perf_counter() - clock) * 1000
+            duration = round((time.perf_counter() - clock) * 1000, 1)
             locks, rewritten = _observe(
                 relations_before, _relations(self.connection), locks_before,
                 _relation_locks(self.connection, self.pid),
@@ -345,7 +346,7 @@ def run_dry(
     """
     given = context.config.attributes.get(REPORT_KEY)
     report = given if isinstance(given, DryRunReport) else DryRunReport()
-    report.database = connection.engine.url.set(drivername="postgresql").render_as_string(hide_password=True)
+    report.database = redact_url(connection.engine.url)
     pid = int(connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
     if connection.in_transaction():
         connection.commit()

@@ -17,6 +17,13 @@ A dry run (``settings.dry_run``) takes the same lock and timeouts but runs
 every step in one transaction that is rolled back, and writes no history;
 see :mod:`agentdb.runtime.dryrun`.
 
+What a run did is said once, after it happened: when a step's transaction has
+committed, it is added to :class:`RunReport` and logged as one INFO line on
+the ``agentdb.run`` logger (plus one line per archive event).  The ``agentdb``
+CLI prints the report instead; plain ``alembic`` shows these lines (see
+``alembic.ini``), and turns an :class:`~agentdb.errors.AgentdbError` into the
+same one-line ``error: ...`` and exit code as ``agentdb``.
+
 .. warning::
    A migration that needs to run outside a transaction (``CREATE INDEX
    CONCURRENTLY``) must use ``op.get_context().autocommit_block()``; the work
@@ -28,20 +35,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import logging.config
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
+from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from agentdb import guards
-from agentdb.connection import Target, connect, create_engine, resolve
+from agentdb.connection import Target, connect, create_engine, redact_url, resolve
+from agentdb.connection import conninfo as libpq_conninfo
 from agentdb.errors import AgentdbError, LockTimeout, MigrationFailed
 from agentdb.runtime import archive  # registers the archiving drop_table / restoring create_table
 from agentdb.runtime.history import INTERNAL_SCHEMA, VERSION_TABLE, RunRecord, bootstrap, file_checksum, record_run
@@ -54,21 +66,72 @@ from agentdb.runtime.locks import (
     sqlstate_of,
 )
 from agentdb.runtime.settings import RunSettings
-from agentdb.runtime.validation import require_valid
+from agentdb.runtime.validation import current_heads, require_valid
 
-__all__ = ["RunReport", "StepResult", "configure_options", "run_env"]
+__all__ = ["RUN_LOGGER", "RunReport", "StepResult", "configure_options", "describe_event", "run_env"]
 
 _log = logging.getLogger("agentdb.runtime")
+
+#: One INFO line per migration applied or rolled back, and per archive event, once committed.
+RUN_LOGGER = "agentdb.run"
+_run_log = logging.getLogger(RUN_LOGGER)
+#: A run's log lines fit a terminal this wide.
+_WIDTH = 100
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """One migration applied or rolled back during a run."""
+    """One migration applied or rolled back during a run (committed)."""
 
     revision: str
     direction: str
     description: str
+    #: Wall time of the step, rounded to 0.1 ms.
     duration_ms: float
+    #: What the archive did in the step (:attr:`agentdb.runtime.archive.ArchiveScope.events`), as dicts with
+    #: ``archived``/``purged``/``restored`` (the table), ``rows``, and ``archive``/``replaced``/``skipped``.
+    events: tuple[dict[str, Any], ...] = ()
+    #: The migration file's name without ``.py`` (``005_add_analytics_tables``).
+    name: str = ""
+
+    def describe(self) -> str:
+        """One line, at most 100 columns: ``upgrade 005_add_analytics_tables (24 ms)``.
+
+        The file name says in a few words what the docstring says in a sentence, and is never cut; without it
+        (a step built by hand) the docstring's first line stands in, shortened to fit.
+        """
+        seconds = self.duration_ms / 1000
+        took = f"{self.duration_ms:.0f} ms" if self.duration_ms < 1000 else f"{seconds:.1f} s"
+        if self.name:
+            return f"{self.direction} {self.name} ({took})"
+        head, tail = f"{self.direction} {self.revision} ", f" ({took})"
+        room = _WIDTH - len(head) - len(tail)
+        text = self.description.rstrip(".")
+        if len(text) > room:
+            text = text[: max(room - 1, 0)].rstrip(" ,;:") + "…"
+        return head + text + tail
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """An archive event in the past tense: ``archived 884 rows of public.consent in agentdb_archive.…``."""
+
+    def rows(count: Any) -> str:
+        return f"{count} row" if count == 1 else f"{count} rows"
+
+    if "archived" in event:
+        return f"archived {rows(event.get('rows'))} of {event['archived']} in {event.get('archive')}"
+    if "purged" in event:
+        return f"purged {rows(event.get('rows'))} of {event['purged']} (not archived: --purge)"
+    if "restored" in event:
+        text = f"restored {rows(event.get('rows'))} of {event['restored']}"
+        if event.get("archive"):
+            text += f" from {event['archive']}"
+        if event.get("replaced"):
+            text += f" (in place of the {rows(event['replaced'])} the migration wrote)"
+        if event.get("skipped"):
+            text += f" ({event['skipped']} skipped)"
+        return text
+    return ", ".join(f"{key} {value}" for key, value in event.items())
 
 
 @dataclass
@@ -82,6 +145,7 @@ class RunReport:
 
 def configure_options() -> dict[str, Any]:
     """The ``context.configure`` options shared by online and offline runs."""
+    from agentdb.runtime import autogenerate
     from agentdb.schema import metadata
 
     return {
@@ -91,16 +155,73 @@ def configure_options() -> dict[str, Any]:
         "transaction_per_migration": True,
         "compare_type": True,
         "compare_server_default": True,
+        # Functions, triggers, views, grants of agentdb.schema.entities: compared by autogenerate too.
+        **autogenerate.options(),
     }
 
 
 def run_env(context: EnvironmentContext) -> None:
-    """Entry point called by ``env.py``."""
-    settings = RunSettings.from_sources(context.config.attributes, context.get_x_argument(as_dictionary=True))
+    """Entry point called by ``env.py``.
+
+    Under the ``alembic`` command line (``config.cmd_opts`` is set) the ini file's
+    logging applies and an :class:`AgentdbError` ends the process the way
+    ``agentdb`` does; agentdb's own calls (no ``cmd_opts``) get the exception.
+    """
+    if getattr(context.config, "cmd_opts", None) is None:
+        _run(context, _settings(context))
+        return
+    _run_from_alembic_cli(context)
+
+
+def _settings(context: EnvironmentContext) -> RunSettings:
+    return RunSettings.from_sources(context.config.attributes, context.get_x_argument(as_dictionary=True))
+
+
+def _run(context: EnvironmentContext, settings: RunSettings) -> None:
     if context.is_offline_mode():
         _run_offline(context, settings)
     else:
         _run_online(context, settings)
+
+
+
+
+def _run_from_alembic_cli(context: EnvironmentContext) -> None:
+    """Plain ``alembic``: one ``error: ...`` line on stderr and agentdb's exit code, no traceback.
+
+    The checks ``agentdb`` makes before calling Alembic (an unknown revision, a
+    target the database cannot reach) are made here too, so both say the same.
+    An unexpected exception (a bug) keeps its traceback: ``alembic`` has no
+    ``--debug`` to ask for it.
+    """
+    from agentdb.runtime.config import OUT_OF_RANGE, check_revision, out_of_range
+
+    config = context.config
+    if config.config_file_name:
+        logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+    options = config.cmd_opts
+    command = getattr(getattr(options, "cmd", (None,))[0], "__name__", "")
+    revision = getattr(options, "revision", None)
+    moving = command in {"upgrade", "downgrade"} and isinstance(revision, str)
+    try:
+        settings = _settings(context)
+        if moving:
+            check_revision(context.script, str(revision))
+        try:
+            _run(context, settings)
+        except CommandError as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else "alembic command failed"
+            if not moving or not OUT_OF_RANGE.search(text):
+                raise AgentdbError(text) from exc
+            with _connection(context, settings) as (connection, _conninfo):
+                at = current_heads(connection)
+            raise out_of_range(command, str(revision), at, text) from exc
+    except AgentdbError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _run_offline(context: EnvironmentContext, settings: RunSettings) -> None:
@@ -128,11 +249,11 @@ def _connection(context: EnvironmentContext, settings: RunSettings) -> Iterator[
     """The connection to migrate through, and the conninfo of its database (for side connections)."""
     given = context.config.attributes.get("connection")
     if isinstance(given, sa.Connection):
-        yield given, given.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        yield given, libpq_conninfo(given.engine.url)
         return
     if isinstance(given, sa.Engine):
         with given.connect() as conn:
-            yield conn, given.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            yield conn, libpq_conninfo(given.url)
         return
     target: Target = resolve(_target_url(context, settings), settings.data_dir)
     engine = create_engine(target)
@@ -173,6 +294,22 @@ class _Run:
         self.policy = RetryPolicy(attempts=settings.lock_retries, base_delay=settings.retry_delay)
         self.report: RunReport = context.config.attributes.get("agentdb_report") or RunReport()
         self.current: tuple[RevisionStep, datetime] | None = None
+        #: Steps whose transaction has not committed yet: reported by :meth:`committed`, dropped on failure.
+        self.pending: list[StepResult] = []
+
+    def committed(self) -> None:
+        """Report the pending steps: called when their transactions have committed.
+
+        Alembic commits a step's transaction after its migration function returns
+        and before it calls the next one, so the start of the next step (and the
+        end of ``run_migrations``) is the first moment a step is known to be done.
+        """
+        for result in self.pending:
+            self.report.steps.append(result)
+            _run_log.info("%s", result.describe())
+            for event in result.events:
+                _run_log.info("  %s", describe_event(event))
+        self.pending.clear()
 
     def wrap(self, original: Callable[..., Iterable[Any]]) -> Callable[..., list[Any]]:
         def steps(heads: Any, migration_context: MigrationContext) -> list[Any]:
@@ -189,6 +326,7 @@ class _Run:
     def _tracked(self, step: RevisionStep, migration_fn: Callable[..., Any]) -> Callable[..., None]:
         @functools.wraps(migration_fn)
         def run(**kw: Any) -> None:
+            self.committed()
             direction = "upgrade" if step.is_upgrade else "downgrade"
             revision = step.revision.revision
             started = datetime.now(UTC)
@@ -209,13 +347,14 @@ class _Run:
             )
             finished = datetime.now(UTC)
             record = self._record(step, started, finished, success=True)
-            if last and last[0].events:
-                record.details = {"archive": last[0].events}
+            events = tuple(dict(event) for event in last[0].events) if last else ()
+            if events:
+                record.details = {"archive": list(events)}
             record_run(self.connection, record)
-            self.report.steps.append(
-                StepResult(revision, direction, _first_line(step.revision.doc), (time.perf_counter() - clock) * 1000)
-            )
-            _log.debug("%s %s done in %.0f ms", direction, revision, record.duration_ms)
+            self.pending.append(StepResult(
+                revision, direction, _first_line(step.revision.doc),
+                round((time.perf_counter() - clock) * 1000, 1), events, Path(step.revision.path).stem,
+            ))
 
         return run
 
@@ -293,7 +432,7 @@ def _run_online(context: EnvironmentContext, settings: RunSettings) -> None:
             connection.commit()
         report = context.config.attributes.get("agentdb_report")
         if isinstance(report, RunReport):
-            report.database = connection.engine.url.render_as_string(hide_password=True)
+            report.database = redact_url(connection.engine.url)
         if not mutating:
             # Reading (current, autogenerate): never create the version table as a side effect.
             context.configure(connection=connection, dont_mutate=True, **configure_options())
@@ -318,8 +457,11 @@ def _run_online(context: EnvironmentContext, settings: RunSettings) -> None:
                 context.configure(connection=connection, **options)
                 try:
                     context.run_migrations()
+                    run.committed()
                 except BaseException as exc:
                     error = run.record_failure(exc)
+                    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: recorded, rolled back, still an interrupt
+                        raise
                     if error is not None and error is not exc:
                         raise error from exc
                     raise

@@ -128,7 +128,8 @@ class RunRecord:
 
     @property
     def duration_ms(self) -> float:
-        return max(0.0, (self.finished_at - self.started_at).total_seconds() * 1000.0)
+        """Milliseconds, rounded to 0.1 ms (finer is noise, and ``24.493000000000002`` is no figure to show)."""
+        return round(max(0.0, (self.finished_at - self.started_at).total_seconds() * 1000.0), 1)
 
 
 def record_run(connection: sa.Connection, record: RunRecord) -> None:
@@ -185,7 +186,8 @@ def read_runs(connection: sa.Connection, limit: int | None = None) -> list[dict[
     if limit is not None:
         query += " LIMIT :limit"
     rows = connection.execute(sa.text(query), {"limit": limit}).mappings()
-    return [dict(row) for row in rows]
+    # Rows written before durations were rounded hold more digits than mean anything.
+    return [{**row, "duration_ms": round(row["duration_ms"], 1)} for row in rows]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def _revision_of(path: Path) -> tuple[str, str | None]:
 
 def main(file: str, argv: list[str] | None = None) -> None:
     """Entry point used by the ``if __name__ == "__main__"`` block of every migration."""
-    from agentdb import commands
+    from agentdb import migrate
     from agentdb.errors import AgentdbError
 
     path = Path(file).resolve()
@@ -39,24 +39,24 @@ def main(file: str, argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         revision, down_revision = _revision_of(path)
-        state = commands.current(database_url=args.database_url, data_dir=args.data_dir)
+        state = migrate.current(database_url=args.database_url, data_dir=args.data_dir)
         applied = revision not in state.pending
         where = ", ".join(state.revisions) or "base"
         if args.down:
             if not applied:
                 print(f"{revision} is not applied (database at {where}); nothing to undo")
                 return
-            report = commands.downgrade(down_revision or "base", database_url=args.database_url, data_dir=args.data_dir)
+            report = migrate.downgrade(down_revision or "base", database_url=args.database_url, data_dir=args.data_dir)
         else:
             if applied:
                 print(f"{revision} is already applied (database at {where})")
                 return
-            report = commands.upgrade(revision, database_url=args.database_url, data_dir=args.data_dir)
+            report = migrate.upgrade(revision, database_url=args.database_url, data_dir=args.data_dir)
     except AgentdbError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     for step in report.steps:
-        print(f"{step.direction} {step.revision} {step.description} ({step.duration_ms:.0f} ms)")
+        print(step.describe())
     if not report.steps:
         print("nothing to do")
 
@@ -68,7 +68,7 @@ def rollback_main(file: str, below: str, argv: list[str] | None = None) -> None:
     archives the rows of non-empty tables it drops (``--purge``: drops them),
     and records the run.  ``--apply`` runs the file like any other version file.
     """
-    from agentdb import commands
+    from agentdb import migrate
     from agentdb.errors import AgentdbError
 
     path = Path(file).resolve()
@@ -90,12 +90,12 @@ def rollback_main(file: str, below: str, argv: list[str] | None = None) -> None:
         main(file, where_args)
         return
     try:
-        state = commands.current(database_url=args.database_url, data_dir=args.data_dir)
+        state = migrate.current(database_url=args.database_url, data_dir=args.data_dir)
         where = ", ".join(state.revisions) or "base"
         if state.revisions in ((), (below,)) or below in state.pending:
             print(f"nothing to roll back: the database is at {where}, not above {below}")
             return
-        plan = commands.plan_rollback(below, purge=args.purge, database_url=args.database_url, data_dir=args.data_dir)
+        plan = migrate.plan_rollback(below, purge=args.purge, database_url=args.database_url, data_dir=args.data_dir)
         print(f"rollback plan (database at {where}):")
         for planned in plan.steps:
             kept = [
@@ -113,7 +113,7 @@ def rollback_main(file: str, below: str, argv: list[str] | None = None) -> None:
             if answer.strip().lower() not in {"y", "yes"}:
                 print("not rolled back: nothing changed")
                 raise SystemExit(1)
-        report = commands.rollback(
+        report = migrate.rollback(
             below, purge=args.purge, expect_at=plan.revisions_before,
             database_url=args.database_url, data_dir=args.data_dir,
         )
@@ -121,4 +121,4 @@ def rollback_main(file: str, below: str, argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     for step in report.steps:
-        print(f"{step.direction} {step.revision} {step.description} ({step.duration_ms:.0f} ms)")
+        print(step.describe())

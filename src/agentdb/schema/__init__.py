@@ -9,6 +9,8 @@ declaration instead of repeating it.
 One module per migration: :mod:`~agentdb.schema.core` (001),
 :mod:`~agentdb.schema.catalog` (002), :mod:`~agentdb.schema.ai` (003),
 :mod:`~agentdb.schema.collaboration` (004), :mod:`~agentdb.schema.analytics` (005).
+What is not a table -- trigger functions, triggers, views, grants -- is
+declared in :mod:`~agentdb.schema.entities` and compared the same way.
 """
 
 from agentdb.schema._base import metadata

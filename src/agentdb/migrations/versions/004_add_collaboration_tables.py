@@ -7,8 +7,9 @@ users with a role, and whose history must not be rewritten.
 Decisions:
 
 * Roles are a lookup table (``collaboration_roles``, seeded with the usual
-  roles), not an enum: a new role is a row, not a migration.  The seed is
-  ``ON CONFLICT DO NOTHING`` because a re-upgrade restores archived rows first.
+  roles), not an enum: a new role is a row, not a migration.  A rollback
+  archives the roles like any other rows, and a re-upgrade replaces the rows
+  seeded here with the archived ones (ids, timestamps and edits kept).
 * A member is exactly one of an artist or a user (``num_nonnulls = 1``), at
   most once per collaboration (two unique constraints; NULLs never collide).
 * A match is an unordered pair: CHECK ``artist_id <> matched_artist_id``
@@ -135,7 +136,7 @@ def upgrade() -> None:
         ),
         comment="Lookup table of the roles a collaboration member can have",
     )
-    # ON CONFLICT: after a downgrade, agentdb restores the archived rows right after CREATE TABLE.
+    # After a rollback, agentdb replaces these rows with the archived ones when this migration ends.
     op.execute(
         pg.insert(roles)
         .values([{"name": n, "description": d, "permissions": p} for n, d, p in _ROLES])
@@ -257,28 +258,9 @@ def upgrade() -> None:
         )
 
 
-def _unseed_roles() -> None:
-    """Delete the seeded roles when they are all the table holds, unchanged.
-
-    Then the drop archives nothing and a re-upgrade seeds the same ids again;
-    any other row (a custom role, an edited seed) keeps the whole table for
-    the archive, and the re-upgrade's ``ON CONFLICT DO NOTHING`` keeps it.
-    """
-    roles = sa.table("collaboration_roles", sa.column("name", sa.Text), sa.column("description", sa.Text),
-                     sa.column("permissions", pg.ARRAY(sa.Text)), schema="public")
-    seed = sa.values(
-        sa.column("name", sa.Text), sa.column("description", sa.Text), sa.column("permissions", pg.ARRAY(sa.Text)),
-        name="seed",
-    ).data(_ROLES)
-    others = sa.except_(sa.select(roles.c.name, roles.c.description, roles.c.permissions), sa.select(seed))
-    op.execute(sa.delete(roles).where(~sa.select(others.subquery()).exists()))
-
-
 def downgrade() -> None:
     # Triggers and indexes go with their tables; the trigger function is dropped after them.
     for table in reversed(_TABLES):
-        if table == "collaboration_roles":
-            _unseed_roles()
         op.drop_table(table)
     op.execute("DROP FUNCTION public.collaboration_history_append_only()")
 

@@ -34,7 +34,7 @@ Decisions:
   ``revoked_at`` when it is withdrawn, so no writer can forget; history is in
   ``audit_log``.  ON DELETE CASCADE: consent goes with the account.
 
-* Security (:mod:`agentdb.access`, :mod:`agentdb.guards`): the group roles
+* Security: the group roles
   ``agentdb_app`` (data read/write, no DDL), ``agentdb_readonly`` and
   ``agentdb_analyst`` (column grants generated from the personal-data
   registry), created only if missing (roles are cluster-wide) and dropped by
@@ -44,6 +44,12 @@ Decisions:
   users' rows of ``users``, ``consent`` or ``audit_log`` than
   ``agentdb.bulk_change_limit`` unless the transaction does ``SET LOCAL
   agentdb.allow_bulk_change = on``.
+* This file is self-contained: the guard function, the role creation and
+  every grant (the analyst columns as the personal-data registry generated
+  them at this revision) are written out below, so what it does is what its
+  sha256 covers.  Their current definitions live in
+  :mod:`agentdb.schema.entities`; a change there is carried by a new
+  migration (``agentdb new --autogenerate``), never by editing this one.
 
 .. warning::
    ``TRUNCATE`` is not audited (row triggers do not fire); do not grant it.
@@ -55,13 +61,14 @@ Create Date: 2026-11-21
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
-
-from agentdb import access, guards
 
 revision: str = "005"
 down_revision: str | None = "004"
@@ -146,6 +153,323 @@ BEGIN
 END
 $$
 """
+
+
+# --- the bulk-change guard, as of this revision ------------------------------------------------------------------
+
+#: table -> the column naming the user a row is about.
+_GUARDED = {"users": "id", "consent": "user_id", "audit_log": "subject_user_id"}
+
+_GUARD_BULK_CHANGE = """
+CREATE FUNCTION public.guard_bulk_change() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subject text := TG_ARGV[0];
+    configured text := nullif(current_setting('agentdb.bulk_change_limit', true), '');
+    max_users bigint := 100;
+    touched_users bigint;
+    touched_rows bigint;
+    detail text;
+BEGIN
+    IF lower(coalesce(nullif(current_setting('agentdb.allow_bulk_change', true), ''), 'off'))
+           IN ('on', 'true', 'yes', '1') THEN
+        RETURN NULL;
+    END IF;
+    IF configured ~ '^[0-9]{1,18}$' THEN
+        max_users := configured::bigint;
+    ELSIF configured IS NOT NULL THEN
+        RAISE WARNING 'agentdb.bulk_change_limit = % is not a number; using %', configured, max_users;
+    END IF;
+    IF TG_OP <> 'TRUNCATE' THEN
+        SELECT count(DISTINCT coalesce('u' || (to_jsonb(o) ->> subject), 'r' || (to_jsonb(o) ->> 'id'))), count(*)
+        INTO touched_users, touched_rows
+        FROM old_rows AS o;
+        IF touched_users <= max_users THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    detail := jsonb_build_object(
+        'table', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'operation', TG_OP, 'users', touched_users,
+        'rows', touched_rows, 'limit', max_users, 'role', current_user::text,
+        'application', current_setting('application_name'))::text;
+    RAISE LOG 'agentdb bulk change refused: %', detail;
+    RAISE EXCEPTION 'refused: % on %.% touches % in one statement, more than agentdb.bulk_change_limit = %',
+            TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME,
+            coalesce(touched_users || ' users (' || touched_rows || ' rows)', 'all rows'), max_users
+        USING ERRCODE = 'YB001', DETAIL = detail, SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME,
+              HINT = 'to mean it, run it in a transaction that first does SET LOCAL agentdb.allow_bulk_change = on';
+END
+$$
+"""
+
+
+def _install_guard() -> None:
+    op.execute(_GUARD_BULK_CHANGE)
+    op.execute(
+        "COMMENT ON FUNCTION public.guard_bulk_change() IS 'Trigger function: refuses (SQLSTATE "
+        "YB001) a statement changing more users'' rows than agentdb.bulk_change_limit (default "
+        "100) unless SET LOCAL agentdb.allow_bulk_change = on. Argument: the subject user column'"
+    )
+    for table, subject in _GUARDED.items():
+        # One trigger per event: PostgreSQL refuses transition tables on a trigger with several events.
+        for event in ("update", "delete"):
+            op.execute(
+                f"CREATE TRIGGER {table}_guard_bulk_{event} AFTER {event.upper()} ON public.{table} "
+                f"REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION public.guard_bulk_change('{subject}')"
+            )
+        op.execute(
+            f"CREATE TRIGGER {table}_guard_truncate BEFORE TRUNCATE ON public.{table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION public.guard_bulk_change('{subject}')"
+        )
+
+
+def _uninstall_guard() -> None:
+    for table in _GUARDED:
+        op.execute(f"DROP TRIGGER {table}_guard_truncate ON public.{table}")
+        op.execute(f"DROP TRIGGER {table}_guard_bulk_delete ON public.{table}")
+        op.execute(f"DROP TRIGGER {table}_guard_bulk_update ON public.{table}")
+    op.execute("DROP FUNCTION public.guard_bulk_change()")
+
+
+# --- the group roles and their grants, as of this revision -------------------------------------------------------
+#
+# Roles are cluster-wide: each is created only if missing, marked with _MARKER in its COMMENT when this migration
+# creates it, and recorded in agentdb.access_roles (name, and whether this database created it).  The names are
+# <AGENTDB_ROLE_PREFIX or agentdb>_<purpose> when this runs; every later statement reads them from access_roles.
+# The downgrade drops a role only when it carries the marker, pg_shdepend shows no database still using it, and it
+# has no members.  PostgreSQL 14 and older grant CREATE on schema public to PUBLIC: revoked here, restored on
+# downgrade.
+
+#: purpose -> what the role is for (its COMMENT).
+_ROLE_PURPOSES = {
+    "app": "application: reads and writes data, no DDL",
+    "readonly": "read-only: SELECT on every application table",
+    "analyst": "analysts: analytics and the columns the personal-data registry lets them read",
+}
+_MARKER = "[created by agentdb]"
+_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+#: Tables no role but the owner may UPDATE, DELETE or TRUNCATE.
+_APPEND_ONLY = frozenset({"audit_log"})
+#: table -> the columns the analyst role may SELECT: agentdb.schema.personal_data.analyst_columns() at this
+#: revision, written out.  Every table of the schema at this revision, in name order.
+_ANALYST_COLUMNS: dict[str, tuple[str, ...]] = {
+    "ai_content": ("id", "artist_id", "track_id", "kind", "locale", "status", "created_at", "updated_at"),
+    "ai_content_versions": ("id", "content_id", "version", "parameters", "model_version_id", "created_at"),
+    "album_translations": ("id", "album_id", "locale", "title", "created_at", "updated_at"),
+    "albums": ("id", "spotify_album_id", "title", "album_type", "upc", "label", "release_date",
+        "release_date_precision", "total_tracks", "popularity", "available_markets", "created_at", "updated_at"),
+    "analytics": ("id", "user_id", "event_type", "track_id", "properties", "country", "device", "session_id",
+        "created_at"),
+    "api_keys": ("id", "scopes", "expires_at", "revoked_at", "last_used_at", "created_at", "updated_at"),
+    "artist_matches": ("id", "artist_id", "matched_artist_id", "score", "model_version_id", "status", "created_at",
+        "updated_at"),
+    "artists": ("id", "name", "spotify_artist_id", "genres", "country", "popularity", "followers", "verified",
+        "created_at", "updated_at"),
+    "audit_log": ("id", "entity_type", "entity_id", "action", "changed_columns", "transaction_id", "created_at"),
+    "collaboration_history": ("id", "collaboration_id", "event_type", "details", "created_at"),
+    "collaboration_members": ("id", "collaboration_id", "artist_id", "role_id", "joined_at", "left_at", "created_at",
+        "updated_at"),
+    "collaboration_roles": ("id", "name", "description", "permissions", "created_at", "updated_at"),
+    "collaborations": ("id", "status", "created_at", "updated_at"),
+    "consent": ("id", "created_at", "updated_at"),
+    "event_logs": ("id", "level", "source", "event_type", "message", "details", "created_at"),
+    "ml_logs": ("id", "model_version_id", "event_type", "status", "latency_ms", "details", "created_at"),
+    "model_versions": ("id", "name", "version", "framework", "status", "metrics", "artifact_uri", "description",
+        "trained_at", "created_at", "updated_at"),
+    "playlist_tracks": ("id", "playlist_id", "track_id", "position", "added_at"),
+    "playlists": ("id", "is_public", "collaborative", "created_at", "updated_at"),
+    "recommendations": ("id", "track_id", "model_version_id", "score", "rank", "created_at"),
+    "track_artists": ("id", "track_id", "artist_id", "role", "position", "created_at"),
+    "track_translations": ("id", "track_id", "locale", "title", "created_at", "updated_at"),
+    "tracks": ("id", "spotify_track_id", "album_id", "title", "isrc", "disc_number", "track_number", "duration_ms",
+        "explicit", "popularity", "language", "available_markets", "created_at", "updated_at"),
+    "users": ("id", "created_at", "updated_at"),
+}
+
+
+_TABLES_DDL = """
+CREATE TABLE agentdb.access_roles (
+    purpose text PRIMARY KEY CHECK (purpose IN ('app', 'readonly', 'analyst')),
+    role_name name NOT NULL UNIQUE,
+    created_here boolean NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+_TABLES_COMMENTS = (
+    "COMMENT ON TABLE agentdb.access_roles IS 'The group roles this database grants to, and whether "
+    "its migration created them (agentdb.access)'",
+    "CREATE TABLE agentdb.access_revoked (privilege text PRIMARY KEY, revoked_at timestamptz NOT NULL DEFAULT now())",
+    "COMMENT ON TABLE agentdb.access_revoked IS 'Default privileges agentdb revoked, restored by the downgrade'",
+)
+
+_CREATE_ROLES = """
+DO $agentdb$
+DECLARE
+    wanted record;
+    made boolean;
+BEGIN
+    FOR wanted IN SELECT * FROM unnest({purposes}, {names}, {comments}) AS w(purpose, role_name, note) LOOP
+        made := false;
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = wanted.role_name) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', wanted.role_name);
+                EXECUTE format('COMMENT ON ROLE %I IS %L', wanted.role_name,
+                               wanted.note || ' ' || {marker} || ' by migration 005 of database '
+                               || current_database());
+                made := true;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created at the same moment by the migration of another database
+            END;
+        END IF;
+        INSERT INTO agentdb.access_roles (purpose, role_name, created_here)
+        VALUES (wanted.purpose, wanted.role_name, made);
+    END LOOP;
+END
+$agentdb$
+"""
+
+_REVOKE_PUBLIC_CREATE = """
+DO $agentdb$
+BEGIN
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_namespace AS n,
+             LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) AS a
+        WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE'
+    ) THEN
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+        INSERT INTO agentdb.access_revoked (privilege) VALUES ('CREATE ON SCHEMA public FROM PUBLIC');
+    END IF;
+END
+$agentdb$
+"""
+
+_GRANT_SCHEMA = """
+DO $agentdb$
+DECLARE
+    r name;
+BEGIN
+    FOR r IN SELECT role_name FROM agentdb.access_roles LOOP
+        EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', r);
+    END LOOP;
+END
+$agentdb$
+"""
+
+# One block per table.  Its text is byte for byte what this revision ran when it called the package's
+# agentdb.access.grant_table() (hence the message naming it, and missing_ok, always true here).
+_GRANT_TABLE = """
+DO $agentdb$
+DECLARE
+    target regclass := to_regclass({qualified});
+    app name := (SELECT role_name FROM agentdb.access_roles WHERE purpose = 'app');
+    readonly name := (SELECT role_name FROM agentdb.access_roles WHERE purpose = 'readonly');
+    analyst name := (SELECT role_name FROM agentdb.access_roles WHERE purpose = 'analyst');
+    analyst_columns text[] := {columns};
+    col text;
+BEGIN
+    IF target IS NULL THEN
+        IF {missing_ok} THEN
+            RETURN;
+        END IF;
+        RAISE EXCEPTION 'agentdb.access.grant_table: table % does not exist', {qualified};
+    END IF;
+    EXECUTE format('REVOKE ALL ON %s FROM %I, %I, %I', target, app, readonly, analyst);
+    IF {append_only} THEN
+        EXECUTE format('GRANT SELECT, INSERT ON %s TO %I', target, app);
+        EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE ON %s FROM PUBLIC', target);
+    ELSE
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I', target, app);
+    END IF;
+    EXECUTE format('GRANT SELECT ON %s TO %I', target, readonly);
+    FOREACH col IN ARRAY analyst_columns LOOP
+        IF EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = target AND attname = col AND attnum > 0 AND NOT attisdropped) THEN
+            EXECUTE format('GRANT SELECT (%I) ON %s TO %I', col, target, analyst);
+        END IF;
+    END LOOP;
+END
+$agentdb$
+"""
+
+_REVOKE_ALL = """
+DO $agentdb$
+DECLARE
+    r name;
+BEGIN
+    FOR r IN SELECT role_name FROM agentdb.access_roles
+             WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) LOOP
+        EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r);
+        EXECUTE format('REVOKE ALL ON SCHEMA public FROM %I', r);
+    END LOOP;
+    IF EXISTS (SELECT FROM agentdb.access_revoked WHERE privilege = 'CREATE ON SCHEMA public FROM PUBLIC') THEN
+        GRANT CREATE ON SCHEMA public TO PUBLIC;
+    END IF;
+END
+$agentdb$
+"""
+
+_DROP_UNUSED_ROLES = """
+DO $agentdb$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT a.role_name, o.oid FROM agentdb.access_roles AS a
+             JOIN pg_catalog.pg_roles AS o ON o.rolname = a.role_name LOOP
+        IF coalesce(shobj_description(r.oid, 'pg_authid'), '') NOT LIKE '%' || {marker} || '%' THEN
+            RAISE NOTICE 'agentdb: keeping role %: not created by agentdb', r.role_name;
+        ELSIF EXISTS (SELECT FROM pg_catalog.pg_shdepend
+                      WHERE refclassid = 'pg_catalog.pg_authid'::regclass AND refobjid = r.oid) THEN
+            RAISE NOTICE 'agentdb: keeping role %: another database still grants it privileges or it owns objects',
+                r.role_name;
+        ELSIF EXISTS (SELECT FROM pg_catalog.pg_auth_members WHERE roleid = r.oid) THEN
+            RAISE NOTICE 'agentdb: keeping role %: it has members', r.role_name;
+        ELSE
+            EXECUTE format('DROP ROLE %I', r.role_name);
+        END IF;
+    END LOOP;
+END
+$agentdb$
+"""
+
+
+def _role_names() -> dict[str, str]:
+    prefix = os.environ.get("AGENTDB_ROLE_PREFIX") or "agentdb"
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"AGENTDB_ROLE_PREFIX {prefix!r} must match {_PREFIX.pattern}")
+    return {purpose: f"{prefix}_{purpose}" for purpose in _ROLE_PURPOSES}
+
+
+def _text_array(values: Iterable[str]) -> sql.Composable:
+    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
+
+
+def _install_access() -> None:
+    names = _role_names()
+    op.execute(_TABLES_DDL)
+    for statement in _TABLES_COMMENTS:
+        op.execute(statement)
+    op.execute(sql.SQL(_CREATE_ROLES).format(
+        purposes=_text_array(names), names=_text_array(names.values()),
+        comments=_text_array(f"agentdb {purpose} role ({text})." for purpose, text in _ROLE_PURPOSES.items()),
+        marker=sql.Literal(_MARKER),
+    ).as_string(None))
+    op.execute(_REVOKE_PUBLIC_CREATE)
+    op.execute(_GRANT_SCHEMA)
+    for table, columns in _ANALYST_COLUMNS.items():
+        op.execute(sql.SQL(_GRANT_TABLE).format(
+            qualified=sql.Literal(f"public.{table}"), columns=_text_array(columns),
+            missing_ok=sql.Literal(True), append_only=sql.Literal(table in _APPEND_ONLY),
+        ).as_string(None))
+
+
+def _uninstall_access() -> None:
+    op.execute(_REVOKE_ALL)
+    op.execute(sql.SQL(_DROP_UNUSED_ROLES).format(marker=sql.Literal(_MARKER)).as_string(None))
+    op.execute("DROP TABLE agentdb.access_revoked")
+    op.execute("DROP TABLE agentdb.access_roles")
 
 
 def _id() -> sa.Column[object]:
@@ -314,13 +638,13 @@ def upgrade() -> None:
             f"FOR EACH ROW EXECUTE FUNCTION public.audit_row_change({literals})"
         )
 
-    guards.install(op)
-    access.install(op)
+    _install_guard()
+    _install_access()
 
 
 def downgrade() -> None:
-    access.uninstall(op)
-    guards.uninstall(op)
+    _uninstall_access()
+    _uninstall_guard()
     for table in _AUDITED:
         op.execute(f"DROP TRIGGER {table}_audit ON public.{table}")
     op.drop_table("consent")

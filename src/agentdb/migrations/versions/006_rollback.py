@@ -7,6 +7,10 @@ personal data, so from this revision on the archive schema and its registry
 always exist, are readable by their owner only (not by PUBLIC, nor the
 application, read-only or analyst roles), and ``public.rollback_archive``
 shows operators what is kept, from which revision, and what was restored.
+Below this revision agentdb creates the same schema and registry when it first
+archives rows, and this downgrade keeps them while the archive holds rows, so
+``agentdb.archived_tables`` lists what is kept whenever something is; the view
+goes with this revision, leaving revision 005's application schema exactly.
 
 Run as a script, as the seed documents show, this file undoes the analytics,
 audit and security layer (revision 005 and everything after it) the same safe
@@ -26,8 +30,6 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from agentdb.runtime.archive import ARCHIVE_SCHEMA, REGISTRY_DDL, REGISTRY_TABLE
-
 revision: str = "006"
 down_revision: str | None = "005"
 branch_labels: str | Sequence[str] | None = None
@@ -35,6 +37,37 @@ depends_on: str | Sequence[str] | None = None
 
 #: The revision the script form rolls back to: below 005 (analytics, event logs, audit, consent, security).
 LAYER_BELOW = "004"
+
+ARCHIVE_SCHEMA = "agentdb_archive"
+REGISTRY_TABLE = "archived_tables"
+
+#: The archive schema and its registry, as agentdb's runtime creates them when it first archives
+#: (``agentdb.runtime.archive.REGISTRY_DDL``); written out here so that this file alone says what it does.
+_REGISTRY_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {ARCHIVE_SCHEMA}",
+    f"COMMENT ON SCHEMA {ARCHIVE_SCHEMA} IS "
+    "'Rows of tables dropped by agentdb downgrades, kept until the table is created again or purged'",
+    f"REVOKE ALL ON SCHEMA {ARCHIVE_SCHEMA} FROM PUBLIC",
+    f"""
+    CREATE TABLE IF NOT EXISTS agentdb.{REGISTRY_TABLE} (
+        id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        table_schema   text NOT NULL,
+        table_name     text NOT NULL,
+        archive_table  text NOT NULL UNIQUE,
+        revision       text,
+        run_id         uuid,
+        row_count      bigint NOT NULL CHECK (row_count >= 0),
+        archived_at    timestamptz NOT NULL DEFAULT now(),
+        restored_at    timestamptz,
+        restored_rows  bigint,
+        sequences      jsonb
+    )
+    """,
+    f"COMMENT ON TABLE agentdb.{REGISTRY_TABLE} IS "
+    "'Every table whose rows a downgrade archived instead of dropping, and when they were restored'",
+    f"COMMENT ON COLUMN agentdb.{REGISTRY_TABLE}.sequences IS "
+    "'Position of the table''s identity and serial sequences when archived: column -> last_value, is_called'",
+]
 
 _VIEW_COMMENTS = {
     "id": "Registry id of the archived copy",
@@ -49,9 +82,8 @@ _VIEW_COMMENTS = {
 
 
 def upgrade() -> None:
-    for statement in REGISTRY_DDL:
+    for statement in _REGISTRY_DDL:
         op.execute(statement)
-    op.execute(f"REVOKE ALL ON SCHEMA {ARCHIVE_SCHEMA} FROM PUBLIC")
     op.execute(
         f"""
         CREATE VIEW public.rollback_archive AS
@@ -77,7 +109,8 @@ def downgrade() -> None:
         DO $$
         BEGIN
             IF EXISTS (SELECT FROM agentdb.{REGISTRY_TABLE} WHERE restored_at IS NULL) THEN
-                RAISE NOTICE 'agentdb: % keeps archived rows; the archive is kept', '{ARCHIVE_SCHEMA}';
+                RAISE NOTICE 'agentdb: % keeps archived rows, listed in agentdb.{REGISTRY_TABLE}',
+                    '{ARCHIVE_SCHEMA}';
             ELSE
                 DROP TABLE agentdb.{REGISTRY_TABLE};
                 DROP SCHEMA {ARCHIVE_SCHEMA};

@@ -1,0 +1,71 @@
+"""Ctrl-C says that the command was interrupted and what state the database is in, and that state is true."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+from conftest import BIN, ROOT, fixture_migration
+
+import agentdb
+
+
+def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("DATABASE_URL", None)
+    return subprocess.Popen([str(BIN / "agentdb"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=full_env, cwd=ROOT)
+
+
+def _wait_for_query(url: str, needle: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Wait until another session of this database runs a query containing ``needle``."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            found = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                "AND pid <> pg_backend_pid() AND query ILIKE %s", (f"%{needle}%",),
+            ).fetchone()
+            if found and found[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"no session ran {needle!r} within {timeout} s")
+
+
+def _interrupt(process: subprocess.Popen[str]) -> tuple[int, str]:
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+def test_ctrl_c_during_seed_demo_says_nothing_was_written_and_nothing_was(migrated_url: str) -> None:
+    process = _start("--database-url", migrated_url, "seed-demo", "--scale", "medium")
+    _wait_for_query(migrated_url, "analytics", process)
+    code, err = _interrupt(process)
+    assert code == 130
+    assert "interrupted: nothing was written" in err, err
+    with psycopg.connect(migrated_url) as conn:
+        for table in ("users", "tracks", "analytics", "audit_log"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+
+
+def test_ctrl_c_during_a_migration_names_the_revision_the_database_is_at(
+    database_url: str, script_location, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    slow = fixture_migration("002", "001", 'op.execute("CREATE TABLE slow_step (id int)")\n'
+                                           'op.execute("SELECT pg_sleep(60)")', 'op.drop_table("slow_step")')
+    location = script_location({"002_slow_step.py": slow}, upto="001")
+    process = _start("--database-url", database_url, "upgrade",
+                     env={"AGENTDB_SCRIPT_LOCATION": str(location)})
+    _wait_for_query(database_url, "pg_sleep", process)
+    code, err = _interrupt(process)
+    assert code == 130
+    assert "interrupted: the migration that was running was rolled back; the database is at 001" in err, err
+    assert agentdb.current(database_url=database_url).revisions == ("001",)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.slow_step')").fetchone() == (None,)
