@@ -40,7 +40,7 @@ def test_every_command_fits_100_columns(database_url: str) -> None:
     applied = _run(database_url, "upgrade")
     assert len(applied.splitlines()) == len(agentdb.list_migrations(database_url=database_url))
     _run(database_url, "seed-demo")
-    for args in (("current",), ("history",), ("heads",), ("validate",), ("check", "--no-squawk"),
+    for args in (("current",), ("history",), ("heads",), ("validate",), ("check",),
                  ("downgrade", "004", "--dry-run"), ("rollback", "004", "--dry-run"), ("rollback", "004", "--yes"),
                  ("upgrade", "--dry-run"), ("upgrade",)):
         _run(database_url, *args)

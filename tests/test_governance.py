@@ -247,7 +247,7 @@ def test_cli_check_passes_on_a_clean_history_without_the_venv_on_path(location: 
     result = run_cli("check", env={"AGENTDB_SCRIPT_LOCATION": str(location), "PATH": BARE_PATH})
 
     assert result.returncode == 0, result.stderr
-    assert "allowed squawk prefer-bigint-over-smallint" in result.stdout
+    assert "may break squawk prefer-bigint-over-smallint" in result.stdout
     assert "not checked" not in result.stderr
 
 

@@ -50,6 +50,6 @@ def seed_demo(
         rate = f"{load.rows_per_second:,.0f}" if load.seconds > 0 and load.rows else ""
         table.add_row(load.table, f"{load.rows:,}", f"{load.seconds:.2f}" if load.seconds else "", rate, load.method)
     out.print(table)
-    out.print(f"{report.total_rows:,} rows in {report.seconds:.1f} s, one transaction: {report.database}")
+    out.print(f"{report.total_rows:,} rows in {report.seconds:.1f} s, in one transaction")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Annotated
 
 import typer
@@ -25,8 +26,11 @@ def check_(
     else:
         for violation in report.violations:
             err.print(f"error: {violation}", markup=False)
-        for exemption in report.exemptions:
-            out.print(f"note: {exemption}", markup=False)
+        for exemption in report.exemptions:  # the reason is prose: wrapped under its heading, not one long line
+            out.print(f"note: {exemption.filename} may break squawk {exemption.rule} ({exemption.occurrences}x):",
+                      markup=False)
+            out.print(textwrap.fill(exemption.reason, width=min(out.width, 100), initial_indent="    ",
+                                    subsequent_indent="    "), markup=False)
         for skipped in report.skipped:
             out.print(f"note: {skipped}", markup=False)
         for unknown in report.unknown:
