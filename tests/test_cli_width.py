@@ -28,7 +28,8 @@ def _check_fits(args: tuple[str, ...], text: str) -> None:
 def _run(url: str, *args: str, data_dir: Path | None = None) -> str:
     where = ["--data-dir", str(data_dir)] if data_dir else ["--database-url", url]
     result = run_cli(*where, *args, env={"COLUMNS": str(WIDTH), "TERM": "dumb"})
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    # health exits 1 on a warning (fresh demo data has stale planner statistics): Nagios' convention.
+    assert result.returncode in ({0, 1} if args[0] == "health" else {0}), (args, result.stdout, result.stderr)
     _check_fits(args, result.stdout)
     _check_fits(args, result.stderr)
     return result.stdout
@@ -42,7 +43,9 @@ def test_every_command_fits_100_columns(database_url: str) -> None:
     _run(database_url, "seed-demo")
     for args in (("current",), ("history",), ("heads",), ("validate",), ("check",),
                  ("downgrade", "004", "--dry-run"), ("rollback", "004", "--dry-run"), ("rollback", "004", "--yes"),
-                 ("upgrade", "--dry-run"), ("upgrade",)):
+                 ("upgrade", "--dry-run"), ("upgrade",), ("health", "--skip", "server.risky_settings"),
+                 ("online", "start", "analytics", "partition"), ("online", "status", "--all"), ("partitions",),
+                 ("partitions", "maintain", "--dry-run")):
         _run(database_url, *args)
     listing = _run(database_url, "migrations")
     rows = [line for line in listing.splitlines() if line[:3].isdigit()]
@@ -54,7 +57,8 @@ def test_every_command_fits_100_columns(database_url: str) -> None:
 @pytest.mark.parametrize("command", [
     (), ("upgrade",), ("downgrade",), ("rollback",), ("current",), ("history",), ("heads",), ("migrations",),
     ("check",), ("sql",), ("validate",), ("repair",), ("new",), ("seed-demo",), ("embedded",),
-    ("embedded", "status"), ("embedded", "stop"),
+    ("embedded", "status"), ("embedded", "stop"), ("health",), ("online",), ("online", "plan"), ("online", "start"),
+    ("online", "status"), ("partitions",), ("partitions", "maintain"),
 ])
 def test_help_fits_100_columns_and_shows_no_type_after_flags(command: tuple[str, ...]) -> None:
     result = run_cli(*command, "--help", env={"COLUMNS": str(WIDTH)})

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from agentdb import demo, governance, migrate
+from agentdb import demo, governance, health, migrate, online, partitions
 from agentdb.connection import Target, resolve
 from agentdb.demo import *  # noqa: F403
 from agentdb.errors import AgentdbError, BulkChangeRefused
 from agentdb.governance import *  # noqa: F403
 from agentdb.guards import guarded
+from agentdb.health import *  # noqa: F403
 from agentdb.migrate import *  # noqa: F403
+from agentdb.partitions import list_partitions, maintain_partitions
 from agentdb.schema.personal_data import registry as personal_data_registry
 
 __all__ = [
@@ -25,9 +27,14 @@ __all__ = [
     "Target",
     "__version__",
     "guarded",
+    "list_partitions",
+    "maintain_partitions",
+    "online",
+    "partitions",
     "personal_data_registry",
     "resolve",
 ]
 __all__ += migrate.__all__
 __all__ += demo.__all__
 __all__ += governance.__all__
+__all__ += health.__all__

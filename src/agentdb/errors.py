@@ -18,14 +18,27 @@ from dataclasses import dataclass
 
 __all__ = [
     "AgentdbError",
+    "BulkBusy",
     "BulkChangeRefused",
+    "BulkError",
+    "BulkFailed",
+    "BulkInputInvalid",
+    "BulkRowsRejected",
+    "BulkTableInvalid",
     "ChecksumMismatch",
     "ConnectionFailed",
     "DatabaseNotEmpty",
     "EmbeddedServerError",
+    "ErasureFailed",
+    "ErasureRefused",
+    "ExportFailed",
+    "HealthOptionInvalid",
+    "HoldReasonRejected",
     "InvalidDatabaseURL",
+    "InvalidLedger",
     "LockTimeout",
     "MigrationFailed",
+    "NoActiveHold",
     "NotAtHead",
     "NotTransactional",
     "OnlineChangeBusy",
@@ -41,11 +54,13 @@ __all__ = [
     "PartitionMaintenanceFailed",
     "PartitionMaintenanceLocked",
     "PartitionTableInvalid",
+    "PrivacyError",
     "RestoreFailed",
     "RevisionOutOfRange",
     "RunLockTimeout",
     "SeedFailed",
     "UnknownRevision",
+    "UnknownUser",
 ]
 
 
@@ -528,3 +543,198 @@ class OnlineFileChanged(OnlineChangeError):
             table, f"refusing to resume online change {change_id} on {table}: migration file {filename} {problem}",
             change_id=change_id, hint="restore the file it started from, or abort the change",
         )
+
+
+class HealthOptionInvalid(AgentdbError):
+    """A health-check option names no check or threshold, or gives a value that cannot be read.
+
+    Nothing was run.  ``agentdb health --list`` lists the check ids and their thresholds.  The exit code
+    is 3, UNKNOWN, as Nagios plugins answer a usage error (2 would read as CRITICAL).
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or "agentdb health --list shows the check ids and thresholds")
+
+
+class BulkError(AgentdbError):
+    """A bulk import or export (:mod:`agentdb.bulk`) could not be done.
+
+    :attr:`table` is the table named; :attr:`report` is the import's report
+    when one exists (the rows read, rejected and why).  No message quotes a
+    value of the file or the table: lines are named by number, columns by name.
+    """
+
+    exit_code = 1
+    report: object | None = None
+
+    def __init__(self, table: str, message: str, *, hint: str | None = None) -> None:
+        self.table = table
+        super().__init__(message, hint=hint)
+
+
+class BulkTableInvalid(BulkError):
+    """The table or a column named for an import or export is not in the catalogue, or cannot be used."""
+
+    exit_code = 2
+
+    def __init__(self, table: str, reason: str, *, hint: str | None = None) -> None:
+        self.reason = reason
+        shown = table if len(table) <= 80 else table[:77] + "..."
+        super().__init__(table, f"cannot use table {shown!r}: {reason}", hint=hint)
+
+
+class BulkInputInvalid(BulkError):
+    """The file (its format, header, encoding), the rejects path or an option is wrong; nothing was written."""
+
+    exit_code = 2
+
+    def __init__(self, table: str, what: str, reason: str, *, hint: str | None = None) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(table, f"{what}: {reason}; nothing was written", hint=hint)
+
+
+class BulkRowsRejected(BulkError):
+    """Rows of the file were rejected, more than allowed: nothing (or, with batches, no further batch) was loaded.
+
+    :attr:`report` lists every rejected line with its column, SQLSTATE and reason.
+    """
+
+    exit_code = 6
+
+    def __init__(self, table: str, rejected: int, read: int, limit: str, rejects_path: str | None,
+                 *, committed: int = 0) -> None:
+        self.rejected = rejected
+        self.read = read
+        self.limit = limit
+        self.rejects_path = rejects_path
+        kept = (f"{committed:,} rows of earlier batches stay committed" if committed
+                else "nothing was loaded")
+        super().__init__(
+            table, f"import into {table} refused: {rejected:,} of {read:,} rows rejected (allowed: {limit}); "
+            f"{kept}",
+            hint="the report lists every bad line; the rejects file has them as they were",
+        )
+
+
+class BulkBusy(BulkError):
+    """Another process is importing the same file into the same table."""
+
+    exit_code = 4
+
+    def __init__(self, table: str, pid: int | None) -> None:
+        self.pid = pid
+        who = f"pid {pid}" if pid else "another session"
+        super().__init__(table, f"the same file is being imported into {table} by {who}",
+                         hint="wait for it to finish; a second run then finds it done, or resumes it")
+
+
+class BulkFailed(BulkError):
+    """PostgreSQL refused a step of the import or export for a reason that is not one row's; rolled back."""
+
+    exit_code = 6
+
+    def __init__(self, table: str, what: str, sqlstate: str | None, reason: str, *, hint: str | None = None) -> None:
+        self.what = what
+        self.sqlstate = sqlstate
+        self.reason = reason
+        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+        super().__init__(table, f"{what} of {table} failed{code}: {reason}", hint=hint)
+
+
+class PrivacyError(AgentdbError):
+    """A GDPR request (:mod:`agentdb.privacy`) could not be done.
+
+    Messages name the user id and the ledger request id only: never an
+    e-mail, a name or another personal value, nor PostgreSQL's DETAIL line.
+    """
+
+    def __init__(self, user_id: int | None, message: str, *, request_id: int | None = None,
+                 hint: str | None = None) -> None:
+        self.user_id = user_id
+        self.request_id = request_id
+        super().__init__(message, hint=hint)
+
+
+class UnknownUser(PrivacyError):
+    """No row anywhere (live, archive, audit trail) is about this user id, and no erasure of it is recorded."""
+
+    exit_code = 2
+
+    def __init__(self, user_id: int, *, erased_by: int | None = None) -> None:
+        self.erased_by = erased_by
+        if erased_by is not None:
+            super().__init__(user_id, f"user {user_id} was erased (request {erased_by}): nothing is held about it",
+                             hint="`agentdb privacy requests --user ID` shows the erasure")
+            return
+        super().__init__(user_id, f"unknown user id {user_id}: no data about it and no erasure of it in the ledger",
+                         hint="check the id; `agentdb privacy requests` lists the requests recorded")
+
+
+class ErasureRefused(PrivacyError):
+    """A legal hold is active on the user: the erasure was not done, and the refusal is in the ledger."""
+
+    exit_code = 1
+
+    def __init__(self, user_id: int, request_id: int | None, hold_id: int) -> None:
+        self.hold_id = hold_id
+        super().__init__(user_id, f"erasure of user {user_id} refused: legal hold (request {hold_id}) is active; "
+                         f"nothing was changed, the refusal is request {request_id}", request_id=request_id,
+                         hint=f"`agentdb privacy release {user_id}` once the hold ends, then erase again")
+
+
+class ErasureFailed(PrivacyError):
+    """PostgreSQL refused a statement of the erasure; its transaction was rolled back, nothing was erased."""
+
+    exit_code = 6
+
+    def __init__(self, user_id: int, request_id: int | None, sqlstate: str | None, reason: str) -> None:
+        self.sqlstate = sqlstate
+        self.reason = reason
+        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+        super().__init__(user_id, f"erasure of user {user_id} failed and was rolled back{code}: {reason}",
+                         request_id=request_id,
+                         hint=f"request {request_id} is marked failed in the ledger; fix the cause and erase again")
+
+
+class NoActiveHold(PrivacyError):
+    """``release`` of a user who has no active legal hold."""
+
+    exit_code = 2
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__(user_id, f"user {user_id} has no active legal hold",
+                         hint=f"`agentdb privacy requests --user {user_id}` lists its requests")
+
+
+class HoldReasonRejected(PrivacyError):
+    """A hold's reason would put personal data into the ledger (or is empty or too long)."""
+
+    exit_code = 2
+
+    def __init__(self, user_id: int, problem: str) -> None:
+        super().__init__(user_id, f"hold reason for user {user_id} rejected: {problem}",
+                         hint="give a case reference (e.g. 'litigation case 2026-114'), never a name or e-mail")
+
+
+class InvalidLedger(PrivacyError):
+    """The ledger to reapply erasures from cannot be read (a file that is not a ledger export, a bad database)."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source = source
+        super().__init__(None, f"cannot read the request ledger from {source}: {problem}",
+                         hint="give `agentdb privacy requests --json` output, or --from-database URL")
+
+
+class ExportFailed(PrivacyError):
+    """The export file could not be written; nothing was left behind (it is written to a temporary file first)."""
+
+    exit_code = 1
+
+    def __init__(self, user_id: int, problem: str) -> None:
+        super().__init__(user_id, f"export of user {user_id} failed: {problem}",
+                         hint="check that the directory exists and is writable")

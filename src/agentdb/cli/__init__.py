@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from agentdb.cli import demo, embedded, governance, migrate
+from agentdb.cli import demo, embedded, governance, health, migrate, online, partitions
 from agentdb.cli._common import err, state
 from agentdb.errors import AgentdbError
 
@@ -33,8 +33,8 @@ app = typer.Typer(
 )
 
 #: Command groups whose commands sit at the top level (``agentdb upgrade``), and named ones (``agentdb embedded``).
-_GROUPS = (migrate.app, governance.app, demo.app)
-_NAMED = {"embedded": embedded.app}
+_GROUPS = (migrate.app, governance.app, demo.app, health.app)
+_NAMED = {"online": online.app, "partitions": partitions.app, "embedded": embedded.app}
 for _group in _GROUPS:
     app.add_typer(_group)
 for _name, _group in _NAMED.items():

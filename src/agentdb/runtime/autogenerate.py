@@ -151,6 +151,13 @@ class Comparison:
         declared = [*entities.functions(), *entities.triggers(), *entities.views()]
         registry.clear()  # type: ignore[no-untyped-call]
         register_entities(declared, entity_types=ENTITY_TYPES)
+        self.read(connection)
+
+    def read(self, connection: sa.Connection) -> None:
+        """Read the declared grants and the database's tables and privileges: catalogue reads only.
+
+        The health check (:mod:`agentdb.health`) compares grants with this alone, in a read-only transaction.
+        """
         self.pending = []
         self.declared_grants = entities.grants(self.prefix)
         self.existing = defaultdict(set)

@@ -1,0 +1,81 @@
+"""How an online change behaves: lock timeouts, batch sizing, throttling, verification.
+
+The settings of a change are stored with it (``agentdb.online_changes.settings``)
+so that a resume after a crash behaves like the run it continues; a Python
+throttle callable is the one thing that cannot be stored, and is given again
+to :func:`agentdb.online.resume`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from agentdb.runtime.locks import RetryPolicy
+
+__all__ = ["OnlineSettings", "ThrottleCheck"]
+
+#: A Python throttle check: return a reason (or True) to pause before the next batch, None/False to go on.
+ThrottleCheck = Callable[[], str | bool | None]
+
+
+@dataclass(frozen=True)
+class OnlineSettings:
+    """Times in seconds.
+
+    ``lock_timeout`` and the retries apply to every step that takes a lock the
+    application's queries also take (installing the capture trigger, the
+    cut-over, adding or dropping a foreign key): a step waiting for such a lock
+    queues every later query on the table behind it, so it waits briefly, gives
+    up, backs off and tries again instead.
+    """
+
+    lock_timeout: float = 0.2
+    lock_retries: int = 10
+    retry_delay: float = 0.2
+    max_retry_delay: float = 5.0
+    #: The first batch; later batches are sized to take about ``batch_seconds``.
+    batch_size: int = 5000
+    min_batch_size: int = 100
+    max_batch_size: int = 100_000
+    batch_seconds: float = 0.5
+    #: Below PostgreSQL's default ``deadlock_timeout`` (1 s), so a batch that waits for a writer's
+    #: row lock gives up first and retries: the writer is never the one a deadlock kills.
+    batch_lock_timeout: float = 0.5
+    batch_retries: int = 50
+    #: Pause before a batch while this SQL expression is true (evaluated in a read-only transaction).
+    throttle_sql: str | None = None
+    #: Pause while a replica's ``pg_stat_replication.replay_lag`` exceeds this many seconds.
+    max_replica_lag: float | None = None
+    throttle_poll: float = 1.0
+    #: Key ranges compared by the verification (count and checksum each).
+    verify_ranges: int = 16
+    #: Finish after the cut-over (drop the old table); False leaves that to :func:`agentdb.online.complete`.
+    complete: bool = True
+    #: At completion, keep the old table in the archive schema instead of dropping it.
+    keep_old: bool = False
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.lock_retries, base_delay=self.retry_delay, max_delay=self.max_retry_delay)
+
+    def batch_policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.batch_retries, base_delay=0.05, max_delay=2.0)
+
+    def worst_wait(self) -> float:
+        """How long a contended step may wait in all before it gives up (every attempt times out)."""
+        policy = self.policy()
+        backoff = sum(min(policy.max_delay, policy.base_delay * 2 ** (n - 1)) for n in range(1, policy.attempts))
+        return float(policy.attempts * self.lock_timeout + backoff)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OnlineSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def merged(self, **changes: Any) -> OnlineSettings:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
