@@ -304,3 +304,24 @@ def test_downgrade_to_an_unknown_revision_is_a_clear_error(database_url: str) ->
 def test_dry_run_report_is_a_plain_object_separate_from_the_run() -> None:
     report = DryRunReport(direction="upgrade", target="head")
     assert report.as_dict()["steps"] == [] and report.as_dict()["rolled_back"] is False
+
+
+def test_a_migration_that_fails_in_a_dry_run_is_one_line_saying_it_would_fail_and_nothing_changed(
+    database_url: str, tmp_path: Path
+) -> None:
+    location = migrations_copy(tmp_path)
+    write_migration(location, "002_breaks.py", revision="002", down_revision="001",
+                    upgrade="op.execute(\"CREATE TABLE users (id int)\")")  # users exists: 42P07
+    assert run_cli("--database-url", database_url, "upgrade", "001",
+                   env={"AGENTDB_SCRIPT_LOCATION": str(location)}).returncode == 0
+    before = schema_dump(database_url)
+
+    result = run_cli("--database-url", database_url, "upgrade", "--dry-run",
+                     env={"AGENTDB_SCRIPT_LOCATION": str(location)})
+
+    assert result.returncode == 6, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: dry run: upgrade of 002 would fail [SQLSTATE 42P07]"), lines[0]
+    assert "nothing was changed" in lines[0] and "unexpected" not in lines[0]
+    assert _versions(database_url) == ["001"] and schema_dump(database_url) == before

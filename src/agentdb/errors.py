@@ -28,6 +28,7 @@ __all__ = [
     "ChecksumMismatch",
     "ConnectionFailed",
     "DatabaseNotEmpty",
+    "DryRunFailed",
     "EmbeddedServerError",
     "ErasureFailed",
     "ErasureRefused",
@@ -738,3 +739,14 @@ class ExportFailed(PrivacyError):
     def __init__(self, user_id: int, problem: str) -> None:
         super().__init__(user_id, f"export of user {user_id} failed: {problem}",
                          hint="check that the directory exists and is writable")
+
+
+class DryRunFailed(MigrationFailed):
+    """A migration failed during a dry run: the real run would fail the same way; nothing was changed."""
+
+    def __init__(self, revision: str, direction: str, sqlstate: str | None, reason: str) -> None:
+        super().__init__(revision, direction, sqlstate, reason)
+        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+        self.message = f"dry run: {direction} of {revision} would fail{code}: {reason}"
+        self.hint = "nothing was changed: a dry run rolls everything back"
+        self.args = (self.message,)

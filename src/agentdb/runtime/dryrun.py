@@ -41,12 +41,13 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
+from sqlalchemy.exc import DBAPIError
 
 from agentdb.connection import redact_url
-from agentdb.errors import NotTransactional
+from agentdb.errors import DryRunFailed, NotTransactional
 from agentdb.runtime import archive
 from agentdb.runtime.history import INTERNAL_SCHEMA
-from agentdb.runtime.locks import BlockerWatch, RetryPolicy, retry_on_lock_timeout
+from agentdb.runtime.locks import BlockerWatch, RetryPolicy, retry_on_lock_timeout, sqlstate_of
 from agentdb.runtime.settings import RunSettings
 from agentdb.runtime.validation import require_valid
 
@@ -315,10 +316,15 @@ class _DryRun:
             if self.watch is not None:
                 self.watch.forget()
             clock = time.perf_counter()
-            retry_on_lock_timeout(
-                lambda: attempt(kw), self.connection, self.policy,
-                what=f"{plan.direction} {plan.revision} (dry run)", watch=self.watch,
-            )
+            try:
+                retry_on_lock_timeout(
+                    lambda: attempt(kw), self.connection, self.policy,
+                    what=f"{plan.direction} {plan.revision} (dry run)", watch=self.watch,
+                )
+            except DBAPIError as exc:  # one line, PostgreSQL's primary message only (DETAIL can quote rows)
+                diag = getattr(exc.orig, "diag", None)
+                reason = getattr(diag, "message_primary", None) or str(exc.orig).strip().splitlines()[0]
+                raise DryRunFailed(plan.revision, plan.direction, sqlstate_of(exc), str(reason)) from exc
             duration = round((time.perf_counter() - clock) * 1000, 1)
             locks, rewritten = _observe(
                 relations_before, _relations(self.connection), locks_before,
