@@ -17,8 +17,11 @@ import agentdb
 def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("DATABASE_URL", None)
+    # As in a terminal: a job started in the background by a script (CI runs its two test runs that way)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     return subprocess.Popen([str(BIN / "agentdb"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=full_env, cwd=ROOT)
+                            text=True, env=full_env, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_query(url: str, needle: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
