@@ -19,6 +19,7 @@ Figures only, no assertion.  The database is dropped at the end unless ``--keep`
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -52,8 +53,9 @@ ACTIONS: dict[str, tuple[list[str] | None, str, str]] = {
     "hitratio": ([], "server.cache_hit_ratio", ""),
     "bloat": ([], "server.table_bloat, server.index_bloat",
               "agentdb says unknown when the statistics are too stale to trust (check_postgres #40)"),
-    "last_vacuum": ([], "server.dead_tuples", "judged by dead tuples, not by the age of the last vacuum"),
-    "last_autovacuum": ([], "server.dead_tuples", "same"),
+    "last_vacuum": ([], "server.autovacuum, server.dead_tuples",
+                    "judged by dead tuples past autovacuum's trigger point, not by the age alone"),
+    "last_autovacuum": ([], "server.autovacuum, server.dead_tuples", "same"),
     "last_analyze": ([], "server.stale_statistics", "judged by rows changed since, not by age"),
     "last_autoanalyze": ([], "server.stale_statistics", "same"),
     "replication_slots": (["--warning=1GB", "--critical=10GB"], "server.replication_slots", ""),
@@ -95,6 +97,10 @@ ACTIONS: dict[str, tuple[list[str] | None, str, str]] = {
     "pgbouncer_*, pgb_pool_* (10)": (None, "", "not applicable: PgBouncer"),
     "new_version_* (6)": (None, "", "not applicable: network look-ups of release numbers"),
 }
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _url(server: str, database: str) -> str:
@@ -165,7 +171,8 @@ def _measure(url: str, runs: int, label: str) -> dict[str, Any]:
     report = reports[-1]
     slowest = sorted(report.results, key=lambda r: -r.seconds)[:3]
     print(f"\n{label}: {len(report.results)} checks")
-    print(f"  check_health(): median {statistics.median(times):.2f} s, max {max(times):.2f} s over {runs} runs")
+    print(f"  check_health(): median {statistics.median(times):.2f} s, max {max(times):.2f} s over {runs} runs "
+          f"(load average {_load()})")
     print(f"  `agentdb health --json` (a new process, imports included): {cli_seconds:.2f} s, exit {cli.returncode}")
     print(f"  status {report.status.label} {report.counts()}; locks held: {', '.join(report.locks)}")
     print("  slowest checks: " + ", ".join(f"{r.id} {r.seconds:.2f} s" for r in slowest))
@@ -205,6 +212,7 @@ def main() -> None:
     url = _url(options.server, database)
     with psycopg.connect(options.server) as conn:
         print("server:", conn.execute("SELECT version()").fetchone()[0])  # type: ignore[index]
+    print(f"machine: {os.cpu_count()} cores, load average {_load()} (shared with other work: figures vary)")
     try:
         if not options.reuse:
             _build(options.server, database)
@@ -218,11 +226,13 @@ def main() -> None:
         rows = _check_postgres(url)
         ran = [r for r in rows if r[3] is not None]
         covered_time = sum(r[3] or 0.0 for r in ran if r[1])
-        version = subprocess.run(["check_postgres", "--version"], capture_output=True, text=True).stdout.strip()
+        tool = shutil.which("check_postgres") or shutil.which("check_postgres.pl") or "check_postgres"
+        version = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip()
         total = sum(r[3] or 0.0 for r in ran)
         print(f"\n{version}: {len(ran)} actions run once each, {total:.2f} s in all "
               f"({covered_time:.2f} s for those agentdb covers)")
-        print(f"agentdb default run: {first['median']:.2f} s (1,000 partitions: {second['median']:.2f} s)\n")
+        print(f"agentdb default run: {first['median']:.2f} s (1,000 partitions: {second['median']:.2f} s)")
+        print(f"load average at the end: {_load()}\n")
         print("| check_postgres action | time | its status here | agentdb | note |")
         print("| --- | --- | --- | --- | --- |")
         for action, covered, why, seconds, status in rows:

@@ -5,8 +5,9 @@ with writer threads inserting and updating analytics the whole time (each
 transaction timed), for each method on a fresh copy of the same database:
 
 ``online``
-    ``agentdb.online.start("analytics", "partition")``: batches, capture
-    trigger, verification, a short cut-over.
+    migration 007 as a user runs it (``agentdb upgrade 007`` in a process of
+    its own): the online-change engine's batches, capture trigger,
+    verification and short cut-over.
 ``naive``
     one transaction: lock analytics, create the partitioned table and its
     partitions, ``INSERT ... SELECT`` every row, add the foreign keys, swap the
@@ -15,7 +16,11 @@ transaction timed), for each method on a fresh copy of the same database:
     pg_partman 4's documented online method: in one transaction rename the
     table and attach it as the DEFAULT partition of a new parent, then
     ``partman.partition_data_proc`` moves the rows out of the default into
-    monthly children in batches.
+    monthly children in batches.  With writers inserting rows of the current
+    month, that month's rows cannot leave the default (creating its child
+    while the default holds its rows fails, and new rows keep arriving), so
+    the months before it are moved and the rows left in the default are
+    printed.
 
 Printed per method: conversion time; copy rows/s next to ``INSERT INTO ...
 SELECT`` of the same rows into the same partitioned table on the same server
@@ -33,7 +38,6 @@ Without ``--database-url`` the embedded server is used.  Figures only, no assert
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -210,19 +214,17 @@ def _floor(url: str) -> float:
     return seconds
 
 
-_DRIVE = (
-    "import json, sys\n"
-    "from agentdb import online\n"
-    "print(json.dumps(online.start('analytics', database_url=sys.argv[1]).as_dict()))\n"
-)
-
-
 def _online(url: str) -> dict[str, Any]:
-    """In a process of its own, as it runs in production: the writer threads here do not share its GIL."""
-    done = subprocess.run([sys.executable, "-c", _DRIVE, url], capture_output=True, text=True, check=True)
-    status = json.loads(done.stdout.splitlines()[-1])
-    copy = status["timings"].get("copy", {}).get("seconds") or 0.0
-    return {"copy_rows_per_s": status["rows_done"] / copy if copy else None, "hold_ms": status["lock_hold_ms"]}
+    """``agentdb upgrade 007`` in a process of its own, as it runs in production (the writer threads here do not
+    share its GIL); the engine's figures from ``agentdb.online_changes``."""
+    subprocess.run([sys.executable, "-m", "agentdb", "--database-url", url, "upgrade", "007"], capture_output=True,
+                   text=True, check=True)
+    with psycopg.connect(_psycopg(url)) as conn:
+        row = conn.execute("SELECT rows_done, timings, lock_hold_ms FROM agentdb.online_changes "
+                           "WHERE kind = 'partition' ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None
+    copy = (row[1].get("copy") or {}).get("seconds") or 0.0
+    return {"copy_rows_per_s": row[0] / copy if copy else None, "hold_ms": row[2]}
 
 
 def _naive(url: str) -> dict[str, Any]:
@@ -271,6 +273,10 @@ def _partman(url: str) -> dict[str, Any]:
         # Children only ahead of the data; the old table becomes the DEFAULT partition.
         conn.execute("SELECT partman.create_parent('public.analytics_new', 'created_at', 'native', 'monthly', "
                      "p_premake := 1, p_start_partition := (date_trunc('month', now()) + interval '1 month')::text)")
+        # Every month before the current one; the current month's rows stay in the default (see the docstring).
+        months = conn.execute("SELECT count(DISTINCT date_trunc('month', created_at)) FROM public.analytics "
+                              "WHERE created_at < date_trunc('month', now())").fetchone()
+        assert months is not None
         conn.execute("DROP TABLE public.analytics_new_default")
         conn.execute("UPDATE partman.part_config SET parent_table = 'public.analytics', premake = 4 "
                      "WHERE parent_table = 'public.analytics_new'")
@@ -296,7 +302,8 @@ def _partman(url: str) -> dict[str, Any]:
             conn.execute("ALTER TABLE public.analytics ATTACH PARTITION public.analytics_default DEFAULT")
         swap = (time.perf_counter() - swap_started) * 1000
         copy_started = time.perf_counter()
-        conn.execute("CALL partman.partition_data_proc('public.analytics', p_batch := 1000)")
+        conn.execute(sql.SQL("CALL partman.partition_data_proc('public.analytics', p_batch := {}, "
+                             "p_wait := 0)").format(sql.Literal(int(months[0]))))
         copy = time.perf_counter() - copy_started
         moved = conn.execute("SELECT count(*) FROM public.analytics").fetchone()
         left = conn.execute("SELECT count(*) FROM public.analytics_default").fetchone()
@@ -330,9 +337,13 @@ def main() -> None:
         agentdb.upgrade(database_url=template_url)
         seeded = time.perf_counter()
         agentdb.seed_demo("large", database_url=template_url, analytics_rows=rows)
+        print(f"seed-demo: {rows:,} analytics rows in {time.perf_counter() - seeded:.0f} s")
+        # At head analytics is partitioned (007): back to one plain table, online, as 007's downgrade does it.
+        undone = time.perf_counter()
+        agentdb.downgrade("006", database_url=template_url)
         with psycopg.connect(_psycopg(template_url), autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE analytics")
-        print(f"seed-demo: {rows:,} analytics rows in {time.perf_counter() - seeded:.0f} s")
+        print(f"template at 006 (007's online downgrade): {time.perf_counter() - undone:.0f} s")
         name, url = _clone(server, template)
         try:
             floor = _floor(url)
@@ -372,7 +383,9 @@ def main() -> None:
             print(f"{method:<9}{seconds:>9.1f}{(rate or 0):>13,.0f}{ratio:>10}  {_ms(writers.latencies.before):<30}"
                   f"{_ms(writers.latencies.during):<22}{outcome['hold_ms']:>14.1f}"
                   f"{outcome['observed_hold_ms']:>9.0f}{missing:>6}"
-                  + (f"   ({len(writers.errors)} writer errors)" if writers.errors else ""))
+                  + (f"   ({len(writers.errors)} writer errors)" if writers.errors else "")
+                  + (f"   ({outcome['default_left']:,} rows left in the default)" if outcome.get("default_left")
+                     else ""))
     finally:
         drop(server, template)
 

@@ -47,7 +47,24 @@ def _server_dsn() -> str:
     if not embedded.status(data_dir).running:
         _SERVER["started"] = data_dir  # this session starts it, so this session stops it (pytest_sessionfinish)
     url = embedded.ensure_running(data_dir)
-    return re.sub(r"/agentdb\?", "/postgres?", url)
+    dsn = re.sub(r"/agentdb\?", "/postgres?", url)
+    _throwaway(dsn)
+    return dsn
+
+
+def _throwaway(dsn: str) -> None:
+    """The test server's data is thrown away: no fsync, as CI runs its PostgreSQL 15 (``.ci/run``).
+
+    Every test clones a database, which on a server that syncs costs seconds per
+    test.  Only the test data directory is changed (``ALTER SYSTEM`` writes its
+    ``postgresql.auto.conf``); never a user's ``.agentdb``.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('fsync')").fetchone()
+        if row and row[0] == "on":
+            for name in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(name)))
+            conn.execute("SELECT pg_reload_conf()")
 
 
 _SERVER: dict[str, object] = {}
@@ -154,6 +171,27 @@ def migrated_url(head_template: str) -> Iterator[str]:
         drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def plain_analytics_template() -> Iterator[str]:
+    """A database at 006 -- before 007 partitions analytics -- once per session, used as a template."""
+    name = create_database()
+    try:
+        agentdb.upgrade("006", database_url=with_database(server_dsn(), name))
+        yield name
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def plain_analytics_url(plain_analytics_template: str) -> Iterator[str]:
+    """The URL of a new database at 006, where analytics is still one plain table (what 007 converts)."""
+    name = create_database(plain_analytics_template)
+    try:
+        yield with_database(server_dsn(), name)
+    finally:
+        drop_database(name)
+
+
 @pytest.fixture
 def engine(database_url: str) -> Iterator[sa.Engine]:
     eng = sa.create_engine(sa.make_url(database_url).set(drivername="postgresql+psycopg"))
@@ -174,17 +212,22 @@ def alembic_engine(engine: sa.Engine) -> sa.Engine:
     return engine
 
 
-def schema_dump(url: str, *extra: str) -> str:
-    """``pg_dump --schema-only`` of the application schemas, stable across runs."""
+def schema_dump(url: str, *extra: str, internal: bool = False) -> str:
+    """``pg_dump --schema-only`` of the application schemas, stable across runs.
+
+    ``internal``: without excluding agentdb's schemas (``extra`` then says what to dump), and without the
+    ``CREATE SCHEMA`` lines of ``agentdb``, which the runner makes on its first run whatever the revision.
+    """
     pg_dump = find_tool("pg_dump", server_version_num() // 10000)
+    excluded = () if internal else ("--exclude-schema=agentdb", "--exclude-schema=agentdb_archive")
     result = subprocess.run(
-        [str(pg_dump), "--schema-only", "--no-owner", "--exclude-schema=agentdb",
-         "--exclude-schema=agentdb_archive", *extra, "--dbname", url],
+        [str(pg_dump), "--schema-only", "--no-owner", *excluded, *extra, "--dbname", url],
         capture_output=True, text=True, check=True,
     )
     lines = [
         line for line in result.stdout.splitlines()
         if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from", "-- Dumped by"))
+        and not (internal and "SCHEMA agentdb" in line)
     ]
     return "\n".join(lines)
 

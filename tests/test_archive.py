@@ -557,10 +557,11 @@ def _archive_objects(url: str) -> tuple[object, ...]:
 
 
 def test_the_runtime_makes_the_same_archive_schema_and_registry_as_migration_006(  # type: ignore[no-untyped-def]
-    database_url: str, migrated_url: str, script_location,
+    database_url: str, plain_analytics_url: str, script_location,
 ) -> None:
+    """Compared with a database at 006 (``plain_analytics_url``): 009 later lets the read-only role read it."""
     script_location(upto="001")
     agentdb.upgrade("001", database_url=database_url)
     _fill(database_url)
     agentdb.downgrade("base", database_url=database_url)  # the runtime creates them, below 006
-    assert _archive_objects(database_url) == _archive_objects(migrated_url)
+    assert _archive_objects(database_url) == _archive_objects(plain_analytics_url)

@@ -207,17 +207,23 @@ def test_offline_sql_between_two_revisions_downwards() -> None:
     assert "DROP TABLE" in result.stdout and "UPDATE agentdb.alembic_version SET version_num='001'" in result.stdout
 
 
-def test_offline_sql_applied_with_psql_builds_the_same_schema_as_an_online_upgrade(
-    database_url: str, migrated_url: str
-) -> None:
-    from conftest import schema_dump, server_version_num
+def test_offline_sql_applied_with_psql_builds_the_same_schema_as_an_online_upgrade(database_url: str) -> None:
+    """Up to 006: from 007 on, an online change stops a SQL script on purpose (tests/test_migration_007.py)."""
+    from conftest import create_database, drop_database, schema_dump, server_dsn, server_version_num, with_database
 
+    import agentdb
     from agentdb._pgtools import find_tool
 
-    offline = run_cli("sql", "base:head")
+    offline = run_cli("sql", "base:006")
     assert offline.returncode == 0, offline.stderr
     psql = find_tool("psql", server_version_num() // 10000)
     applied = subprocess.run([str(psql), "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url],
                              input=offline.stdout, capture_output=True, text=True, timeout=300)
     assert applied.returncode == 0, applied.stderr
-    assert schema_dump(database_url) == schema_dump(migrated_url)
+    online = create_database()
+    try:
+        online_url = with_database(server_dsn(), online)
+        agentdb.upgrade("006", database_url=online_url)
+        assert schema_dump(database_url) == schema_dump(online_url)
+    finally:
+        drop_database(online)

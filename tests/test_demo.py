@@ -30,7 +30,7 @@ def _rows(url: str, query: str, params: Sequence[object] | None = None) -> list[
 def _public_tables(url: str) -> list[str]:
     return [str(r[0]) for r in _rows(
         url, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1")]
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1")]
 
 
 def _count(url: str, table: str) -> int:

@@ -1,8 +1,8 @@
 """Data-operations checks of agentdb health: the ledgers of the other capabilities, each made to fire.
 
-Where a capability's ledger does not exist, its check says "not in use" and is ok.  The ledgers of bulk
-import and erasure (helpers still building them) are created here with the columns they are specified
-to have.
+Where a capability's ledger does not exist, its check says "not in use" and is ok.  At head every ledger
+exists (migrations 006-010 create them); the conditions are written into the real ledgers, through their
+own modules where they offer a way.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
+from agentdb.bulk.ledger import lock_key
 from agentdb.health import CheckResult, Status, check_health
 from agentdb.online import state
 from agentdb.partitions import naming, register
+from agentdb.privacy import overdue_privacy_requests
+from agentdb.privacy.ledger import open_request
 from agentdb.runtime.archive import REGISTRY_DDL
 
 OPS = ["ops.partitions_premake", "ops.default_partition_empty", "ops.partition_retention",
@@ -35,11 +38,13 @@ def sql_(url: str, *statements: str | sql.Composable, params: Any = None) -> Non
             conn.execute(statement, params)  # type: ignore[arg-type]
 
 
-def test_every_ledger_check_is_ok_and_not_in_use_without_its_ledger(migrated_url: str) -> None:
+def test_every_ledger_check_is_ok_at_head_and_not_in_use_without_its_ledger(migrated_url: str) -> None:
     report = check_health(database_url=migrated_url, only=OPS)
     assert [(r.id, r.status) for r in report.results] == [(i, Status.OK) for i in sorted(OPS)]
-    # The archive registry exists from migration 006 on (public.rollback_archive reads it).
-    assert all("not in use" in r.message for r in report.results if r.id != "ops.archive_retention")
+    sql_(migrated_url, "DROP TABLE agentdb.imports, agentdb.privacy_requests, agentdb.online_changes")
+    gone = check_health(database_url=migrated_url, only=["ops.imports_unfinished", "ops.erasure_deadlines",
+                                                          "ops.online_changes_stalled"])
+    assert all(r.status == Status.OK and r.message.startswith("not in use") for r in gone.results), gone.results
 
 
 def _partitioned(url: str, *, months: list[int], retention: str | None = None) -> None:
@@ -115,17 +120,38 @@ def test_online_change_stalled_while_driven(migrated_url: str) -> None:
         assert run(migrated_url, "ops.online_changes_abandoned").status == Status.OK
 
 
-def test_unfinished_import(migrated_url: str) -> None:
-    sql_(migrated_url,
-         "CREATE TABLE agentdb.imports (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, table_name text, "
-         "status text, started_at timestamptz, finished_at timestamptz, checkpoint jsonb)",
-         "INSERT INTO agentdb.imports (table_name, status, started_at, finished_at) VALUES "
-         "('analytics', 'running', now() - interval '3 hours', NULL), "
-         "('users', 'running', now() - interval '5 minutes', NULL), "
-         "('consent', 'completed', now() - interval '3 days', now() - interval '3 days')")
-    result = run(migrated_url, "ops.imports_unfinished")
-    assert result.status == Status.WARNING
-    assert [e["table"] for e in result.evidence] == ["analytics"]
+_IMPORT = ("INSERT INTO agentdb.imports (table_name, file_sha256, file_name, file_bytes, format, status, "
+           "started_at, updated_at, finished_at, agentdb_version) VALUES (%s, %s, 'f.csv', 10, 'csv', %s, "
+           "now() - %s::interval, now() - %s::interval, CASE WHEN %s = 'running' THEN NULL ELSE now() END, 'test') "
+           "RETURNING id")
+
+
+def test_unfinished_import_failed_killed_or_stalled(migrated_url: str) -> None:
+    """In the real ledger: killed (running, nobody holds its lock), stalled (held, no batch for an hour),
+    failed; neither a recent import nor a finished one counts."""
+    assert run(migrated_url, "ops.imports_unfinished").status == Status.OK
+    ids = {}
+    with psycopg.connect(migrated_url, autocommit=True) as conn, \
+            psycopg.connect(migrated_url, autocommit=True) as driver:
+        for name, table, status, idle in (("killed", "public.users", "running", "3 hours"),
+                                          ("stalled", "public.tracks", "running", "2 hours"),
+                                          ("recent", "public.albums", "running", "5 minutes"),
+                                          ("failed", "public.artists", "failed", "90 minutes"),
+                                          ("done", "public.consent", "done", "3 days")):
+            sha = name.ljust(64, "0").encode().hex()[:64]
+            row = conn.execute(_IMPORT, [table, sha, status, idle, idle, status]).fetchone()
+            assert row is not None
+            ids[name] = row[0]
+            if name == "stalled":
+                key = lock_key(table, sha)
+                driver.execute("SELECT pg_advisory_lock(%s)", [key])  # what agentdb.bulk holds while importing
+        result = run(migrated_url, "ops.imports_unfinished")
+        assert result.status == Status.WARNING, result
+        found = {e["import"]: (e["state"], e["driver_pid"]) for e in result.evidence}
+        assert found == {ids["killed"]: ("killed", None), ids["stalled"]: ("stalled", driver.info.backend_pid),
+                         ids["failed"]: ("failed", None)}
+        assert result.value is not None and abs(result.value - 3 * 3600) < 120  # the longest idle, in seconds
+        assert run(migrated_url, "ops.imports_unfinished", critical="2h").status == Status.CRITICAL
 
 
 def test_archive_kept_past_retention(migrated_url: str) -> None:
@@ -154,24 +180,40 @@ def test_consent_row_contradicting_itself(migrated_url: str) -> None:
     assert result.evidence == [{"contradiction": "withdrawn without a revocation time", "rows": 1}]
 
 
+def _request(url: str, kind: str, status: str, received: str) -> int:
+    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg"))
+    try:
+        with engine.begin() as conn:
+            received_at = conn.execute(sa.text("SELECT now() - CAST(:r AS interval)"), {"r": received}).scalar()
+            return open_request(conn, kind, 4242, status=status, received_at=received_at)
+    finally:
+        engine.dispose()
+
+
 def test_erasure_request_past_its_deadline(migrated_url: str) -> None:
-    sql_(migrated_url,
-         "CREATE TABLE agentdb.privacy_requests (id bigint PRIMARY KEY, status text, deadline timestamptz)",
-         "INSERT INTO agentdb.privacy_requests VALUES (1, 'pending', now() - interval '2 days'), "
-         "(2, 'completed', now() - interval '40 days'), (3, 'pending', now() + interval '20 days')")
+    """Through the privacy ledger: open requests (OPEN_STATUSES) past received + 30 days; the same ones
+    agentdb.privacy itself calls overdue."""
+    _request(migrated_url, "erasure", "pending", "2 days")
+    _request(migrated_url, "erasure", "done", "40 days")
+    _request(migrated_url, "hold", "active", "90 days")
+    assert run(migrated_url, "ops.erasure_deadlines").status == Status.OK
+    late = [_request(migrated_url, "erasure", "pending", "31 days"),
+            _request(migrated_url, "export", "failed", "45 days")]
     result = run(migrated_url, "ops.erasure_deadlines")
     assert result.status == Status.CRITICAL
-    assert [e["request"] for e in result.evidence] == [1]
+    assert sorted(e["request"] for e in result.evidence) == sorted(late)
+    assert sorted(r.id for r in overdue_privacy_requests(database_url=migrated_url)) == sorted(late)
+    assert all("user" not in key for e in result.evidence for key in e)  # the ledger's only link to a person
 
 
-def test_a_ledger_the_role_cannot_read_is_unknown(migrated_url: str) -> None:
-    sql_(migrated_url, "CREATE TABLE agentdb.privacy_requests (id bigint, status text, deadline timestamptz)",
-         "CREATE ROLE t_health_nobody LOGIN")
+def test_a_ledger_the_role_cannot_read_is_unknown_and_a_column_grant_is_enough(migrated_url: str) -> None:
+    sql_(migrated_url, "CREATE ROLE t_health_nobody LOGIN", "GRANT USAGE ON SCHEMA agentdb TO t_health_nobody")
     try:
         url = sa.make_url(migrated_url).set(username="t_health_nobody").render_as_string(hide_password=False)
-        sql_(migrated_url, "GRANT USAGE ON SCHEMA agentdb TO t_health_nobody")
         result = run(url, "ops.erasure_deadlines")
         assert result.status == Status.UNKNOWN
-        assert result.message == "unknown: needs SELECT on agentdb.privacy_requests"
+        assert result.message == "unknown: needs SELECT (id, kind, status, deadline) on agentdb.privacy_requests"
+        sql_(migrated_url, "GRANT SELECT (id, kind, status, deadline) ON agentdb.privacy_requests TO t_health_nobody")
+        assert run(url, "ops.erasure_deadlines").status == Status.OK
     finally:
-        sql_(migrated_url, "REVOKE ALL ON SCHEMA agentdb FROM t_health_nobody", "DROP ROLE t_health_nobody")
+        sql_(migrated_url, "DROP OWNED BY t_health_nobody", "DROP ROLE t_health_nobody")

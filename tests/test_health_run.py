@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from conftest import run_cli
 from psycopg import sql
 
+from agentdb.cli import main
+from agentdb.cli._common import out
 from agentdb.errors import HealthOptionInvalid
-from agentdb.health import CHECKS, Status, check_health, ensure_health_ledger
+from agentdb.health import CHECKS, Status, check_health
+from agentdb.health.registry import parse_value
 
 
 def sql_(url: str, *statements: str | sql.Composable) -> None:
@@ -34,7 +36,7 @@ def test_there_are_at_least_forty_checks_with_stable_ids() -> None:
     assert all(c.id.split(".")[0] in ("server", "schema", "ops", "deep") for c in CHECKS.values())
 
 
-def test_a_healthy_database_at_head_is_ok_read_only_and_fast_enough(migrated_url: str) -> None:
+def test_a_healthy_database_at_head_is_ok_and_read_only(migrated_url: str) -> None:
     report = check_health(database_url=migrated_url)
     problems = {r.id: r.message for r in report.results if r.status != Status.OK}
     if not _fsync_on(migrated_url):  # this throwaway test server runs with fsync = off
@@ -69,27 +71,27 @@ def monitor(migrated_url: str) -> Iterator[str]:
 
 
 def test_a_pg_monitor_role_runs_every_check_or_says_what_it_needs(migrated_url: str, monitor: str) -> None:
+    """pg_monitor + agentdb_readonly: what migrations 009 and 010 grant that role (the migration history, the
+    recorded runs, the ledgers of the ops checks; of the erasure ledger only the columns the check reads, never
+    user_id) is enough for every check."""
     report = check_health(database_url=monitor)
     unknown = {r.id: r.message for r in report.results if r.status == Status.UNKNOWN}
-    assert unknown == {
-        "schema.migrations_pending": "unknown: needs SELECT on agentdb.alembic_version",
-        "schema.migrations_failed": "unknown: needs SELECT on agentdb.migration_runs",
-        "schema.migrations_changed": "unknown: needs SELECT on agentdb.migration_runs",
-        "ops.archive_retention": "unknown: needs SELECT on agentdb.archived_tables",
-    }
-    # The orphans, drift, grants, sequences and consent checks ran with its privileges.
-    for check_id in ("schema.orphan_rows", "schema.tables_drift", "schema.grants_drift", "server.sequence_exhaustion",
-                     "ops.consent_contradictions", "server.idle_in_transaction"):
+    assert unknown == {}
+    for check_id in ("ops.erasure_deadlines", "schema.orphan_rows", "schema.tables_drift", "schema.grants_drift",
+                     "schema.migrations_changed",
+                     "server.sequence_exhaustion", "ops.consent_contradictions", "ops.imports_unfinished",
+                     "ops.default_partition_empty", "ops.online_changes_abandoned"):
         assert report.result(check_id).status == Status.OK, report.result(check_id).message
-    # What migration 009 grants the read-only role makes the migration checks work.
-    engine = sa.create_engine(sa.make_url(migrated_url).set(drivername="postgresql+psycopg"))
-    try:
-        with engine.begin() as conn:
-            ensure_health_ledger(conn)
-    finally:
-        engine.dispose()
-    after = check_health(database_url=monitor, only=["schema"])
-    assert {r.status for r in after.results} == {Status.OK}
+    # A row in analytics' DEFAULT partition, which the role cannot read directly: the statistics tell.
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO analytics (event_type, created_at) VALUES ('play', now() - interval '30 years')")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    after = check_health(database_url=monitor)
+    assert {r.id: r.status for r in after.results if r.status != Status.OK} == {
+        "ops.default_partition_empty": Status.WARNING,
+        **({} if _fsync_on(migrated_url) else {"server.risky_settings": Status.CRITICAL})}
+    assert after.result("ops.default_partition_empty").evidence == [
+        {"table": "public.analytics", "partition": "analytics_default", "rows_estimate": 1}]
 
 
 def test_options_name_real_checks_and_thresholds(migrated_url: str) -> None:
@@ -104,31 +106,82 @@ def test_options_name_real_checks_and_thresholds(migrated_url: str) -> None:
         r.id for r in skipped.results}
 
 
-def _cli(url: str, *args: str) -> Any:
-    return run_cli("--database-url", url, "health", *args, env={"COLUMNS": "100", "TERM": "dumb"})
+@dataclass
+class _Run:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_cli_exit_codes_follow_nagios(migrated_url: str) -> None:
-    ok = _cli(migrated_url, "--skip", "server.risky_settings")
+@pytest.fixture
+def cli_run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., _Run]:
+    """``agentdb --database-url URL health ARGS`` in this process (the installed entry point's ``main``): a new
+    process per call costs seconds on a loaded CI machine; test_health_migration runs one for the exit code."""
+    monkeypatch.setattr(out, "_width", 100)  # a 100-column terminal, as COLUMNS=100 gives the installed command
+
+    def run(url: str, *args: str) -> _Run:
+        capsys.readouterr()
+        try:
+            main(["--database-url", url, "health", *args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return _Run(code, captured.out, captured.err)
+    return run
+
+
+def test_cli_exit_codes_follow_nagios(migrated_url: str, cli_run: Callable[..., _Run]) -> None:
+    ok = cli_run(migrated_url, "--skip", "server.risky_settings")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert all(len(line) <= 100 for line in ok.stdout.splitlines())
+    table = ok.stdout.split("─" * 10, 1)[1].split("\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = [line for line in table if line.split(" ", 1)[0] in ("ok", "warning", "critical")]
+    assert len(rows) == sum(1 for c in CHECKS.values() if not c.deep) - 1  # a check per line, the finding too
+    finding = rows[0].index(rows[0].split()[2])  # where the finding column starts
+    assert all(line in rows or line.startswith(" " * (finding + 2)) for line in table)  # else a continuation
+    out._width = 72  # a narrower terminal (the fixture restores the width)
+    narrow = cli_run(migrated_url, "--only", "schema")
+    table = narrow.stdout.split("─" * 10, 1)[1].split("\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = [line for line in table if line.split(" ", 1)[0] in ("ok", "warning", "critical")]
+    assert len(rows) == sum(1 for c in CHECKS.values() if c.group == "schema") < len(table)
+    assert all(len(line) <= 72 for line in table)
+    assert all(line in rows or line.startswith(" " * (finding + 2)) for line in table)
     sql_(migrated_url, "CREATE TABLE t_ref3 (id int, user_id bigint REFERENCES users)")
-    warning = _cli(migrated_url, "--only", "schema.fk_index_coverage,server.connections")
+    warning = cli_run(migrated_url, "--only", "schema.fk_index_coverage,server.connections")
     assert warning.returncode == 1 and "t_ref3" in warning.stdout
     assert "CREATE INDEX CONCURRENTLY" in warning.stdout and "SHARE UPDATE EXCLUSIVE" in warning.stdout
     sql_(migrated_url, "ALTER TABLE users DISABLE TRIGGER users_audit")
-    critical = _cli(migrated_url, "--only", "schema")
+    critical = cli_run(migrated_url, "--only", "schema")
     assert critical.returncode == 2 and "users_audit" in critical.stdout
     assert all(len(line) <= 100 for line in critical.stdout.splitlines())
-    unknown = _cli(migrated_url, "--only", "deep.btree_indexes")  # amcheck is not installed here
+    unknown = cli_run(migrated_url, "--only", "deep.btree_indexes")  # amcheck is not installed here
     assert unknown.returncode == 3 and "CREATE EXTENSION amcheck" in " ".join(unknown.stdout.split())
-    usage = _cli(migrated_url, "--only", "nope")
+    usage = cli_run(migrated_url, "--only", "nope")
     assert usage.returncode == 3 and "no check or group named 'nope'" in usage.stderr
 
 
-def test_cli_json_prometheus_and_html(migrated_url: str, tmp_path: Path) -> None:
+def test_cli_list_prints_each_threshold_as_an_override_takes_it(migrated_url: str,
+                                                               cli_run: Callable[..., _Run]) -> None:
+    listing = cli_run(migrated_url, "--list")
+    assert listing.returncode == 0 and all(len(line) <= 100 for line in listing.stdout.splitlines())
+    printed: dict[str, str] = {}
+    check_id = ""
+    for line in listing.stdout.splitlines()[1:]:
+        if line.startswith("    "):
+            printed.update({f"{check_id}.{k}": v for k, v in (p.split("=") for p in line.strip().split(", "))})
+        else:
+            check_id = line.split()[0]
+    assert set(printed) == {f"{c.id}.{name}" for c in CHECKS.values() for name in c.params}
+    for key, text in printed.items():
+        check_id, _, name = key.rpartition(".")
+        param = CHECKS[check_id].params[name]
+        assert parse_value(text, param.unit, key) == pytest.approx(param.default), key
+
+
+def test_cli_json_prometheus_and_html(migrated_url: str, tmp_path: Path, cli_run: Callable[..., _Run]) -> None:
     sql_(migrated_url, "GRANT SELECT (email) ON public.users TO agentdb_analyst")
-    result = _cli(migrated_url, "--json", "--only", "schema", "-t", "schema.orphan_rows.scan_max_rows=10",
+    result = cli_run(migrated_url, "--json", "--only", "schema", "-t", "schema.orphan_rows.scan_max_rows=10",
                   "--html", str(tmp_path / "report.html"))
     assert result.returncode == 2
     data = json.loads(result.stdout)
@@ -141,7 +194,7 @@ def test_cli_json_prometheus_and_html(migrated_url: str, tmp_path: Path) -> None
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "schema.analyst_personal_columns" in page
     assert "<script" not in page and "http" not in page.replace(migrated_url, "")
 
-    metrics = _cli(migrated_url, "--format", "prometheus", "--only", "schema,server.connections")
+    metrics = cli_run(migrated_url, "--format", "prometheus", "--only", "schema,server.connections")
     assert metrics.returncode == 2
     lines = metrics.stdout.splitlines()
     assert 'agentdb_health_check_status{check="schema.analyst_personal_columns",group="schema"} 2.0' in lines

@@ -198,9 +198,21 @@ def test_dead_tuples_and_stale_statistics(migrated_url: str) -> None:
     assert dead.evidence[0]["table"] == "public.t_dead" and dead.evidence[0]["dead_tuples"] == 3000
     stale = run(migrated_url, "server.stale_statistics")
     assert stale.status == Status.WARNING and "public.t_dead" in [e["table"] for e in stale.evidence]
+    off = run(migrated_url, "server.autovacuum")
+    assert off.status == Status.WARNING
+    assert off.evidence == [{"table": "public.t_dead", "problem": "autovacuum_enabled = false"}]
+    with psycopg.connect(migrated_url, autocommit=True) as holder:
+        holder.execute("ALTER TABLE t_dead RESET (autovacuum_enabled)")
+        # Autovacuum skips a table it cannot lock: it must not clean t_dead while the check looks.
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE t_dead IN SHARE UPDATE EXCLUSIVE MODE")
+        behind = run(migrated_url, "server.autovacuum", max_age="0s")  # past its trigger point, never vacuumed
+        holder.execute("ROLLBACK")
+    assert [(e["table"], e["dead_tuples"]) for e in behind.evidence] == [("public.t_dead", 3000)]
     sql(migrated_url, "VACUUM ANALYZE t_dead")
     time.sleep(0.3)
     assert run(migrated_url, "server.dead_tuples", min_rows=1000).status == Status.OK
+    assert run(migrated_url, "server.autovacuum", max_age="0s").status == Status.OK
     assert "public.t_dead" not in [e["table"] for e in run(migrated_url, "server.stale_statistics").evidence]
 
 

@@ -37,7 +37,7 @@ def db(migrated_url: str) -> Iterator[Conn]:
 def _tables(db: Conn) -> list[str]:
     rows = db.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -51,7 +51,7 @@ def test_every_table_and_column_has_a_comment(db: Conn) -> None:
         "SELECT c.relname, a.attname FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
         "   AND (obj_description(c.oid, 'pg_class') IS NULL OR col_description(c.oid, a.attnum) IS NULL)"
         " ORDER BY 1, 2"
     ).fetchall()
@@ -84,7 +84,8 @@ def test_every_foreign_key_names_its_on_delete_action_in_the_column_comment(db: 
         "SELECT c.conrelid::regclass::text, c.conname, c.confdeltype::text,"
         "       col_description(c.conrelid, c.conkey[1])"
         " FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
-        " WHERE n.nspname = 'public' AND c.contype = 'f' ORDER BY 1, 2"
+        " WHERE n.nspname = 'public' AND c.contype = 'f'"
+        "   AND NOT (SELECT relispartition FROM pg_class WHERE oid = c.conrelid) ORDER BY 1, 2"
     ).fetchall()
     assert rows, "no foreign keys found"
     undocumented = [
@@ -119,7 +120,8 @@ def test_every_primary_key_is_a_bigint_identity_except_the_listed_ones(db: Conn)
         " FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
         " CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)"
         " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum"
-        " WHERE n.nspname = 'public' AND c.contype = 'p' GROUP BY 1 ORDER BY 1"
+        " WHERE n.nspname = 'public' AND c.contype = 'p'"
+        "   AND NOT (SELECT relispartition FROM pg_class WHERE oid = c.conrelid) GROUP BY 1 ORDER BY 1"
     ).fetchall()
     keys = {table: (columns, types, identity) for table, columns, types, identity in rows}
     assert set(keys) == set(_tables(db)), "every table has a primary key"

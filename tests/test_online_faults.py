@@ -199,3 +199,10 @@ def test_kill_at_random_points_then_resume_loses_nothing(loaded: str) -> None:
     print(f"kills delivered: {delivered} ({delivered - external} named, {external} from outside)")
     assert delivered >= 12
     _check_result(loaded, writers)
+
+
+@pytest.fixture
+def migrated_url(plain_analytics_url: str) -> str:
+    """These tests convert analytics themselves: a database at 006, where it is still one plain table (at head,
+    migration 007 has partitioned it)."""
+    return plain_analytics_url

@@ -231,3 +231,10 @@ def test_settings_round_trip() -> None:
     settings = OnlineSettings(lock_timeout=0.5, batch_size=10)
     assert OnlineSettings.from_dict({**settings.as_dict(), "unknown": 1}) == settings
     assert settings.worst_wait() > settings.lock_timeout * settings.lock_retries
+
+
+@pytest.fixture
+def migrated_url(plain_analytics_url: str) -> str:
+    """These tests convert analytics themselves: a database at 006, where it is still one plain table (at head,
+    migration 007 has partitioned it)."""
+    return plain_analytics_url

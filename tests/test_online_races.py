@@ -225,3 +225,10 @@ def test_insert_during_the_batch_reaches_the_new_table_once(race: Race) -> None:
         counts = conn.execute(f"SELECT count(*) FROM public.{race.new_table} WHERE id = %s", (race.key,)).fetchone()
     assert counts == (2,)
     race.finish_and_compare()
+
+
+@pytest.fixture
+def migrated_url(plain_analytics_url: str) -> str:
+    """These tests convert analytics themselves: a database at 006, where it is still one plain table (at head,
+    migration 007 has partitioned it)."""
+    return plain_analytics_url

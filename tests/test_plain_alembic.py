@@ -21,6 +21,8 @@ from conftest import BIN, ROOT, fixture_migration, make_script_dir, run_cli
 from agentdb.runtime.config import script_directory
 
 STEP_LINE = re.compile(r"^(upgrade|downgrade) (\d{3})_\w+ \((\d+ ms|\d+\.\d s)\)$")
+#: What an online change a step drove adds under its step line (agentdb.runtime.environment.describe_online).
+ONLINE_LINE = re.compile(r"^  \w+ of [\w.]+(: nothing to do, done already| \(online change \d+\): [\d,]+ rows.*)$")
 
 
 def alembic(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -49,12 +51,18 @@ def test_upgrade_head_prints_one_line_per_migration_and_nothing_else(database_ur
     assert up.stderr == "", "Alembic's own INFO lines stay off"
     lines = up.stdout.splitlines()
     assert [STEP_LINE.match(line).group(2) for line in lines if STEP_LINE.match(line)] == revisions, lines
-    assert len(lines) == len(revisions) and all(line.startswith("upgrade ") for line in lines)
+    steps = [line for line in lines if not line.startswith("  ")]
+    assert len(steps) == len(revisions) and all(line.startswith("upgrade ") for line in steps)
+    # A step that drove an online change (007) is followed by one line per change, indented.
+    assert all(ONLINE_LINE.match(line) for line in lines if line.startswith("  ")), lines
+    assert any(ONLINE_LINE.match(line) for line in lines), "007's conversion of analytics is reported"
     assert all(len(line) <= 100 for line in lines), [len(line) for line in lines]
 
     down = alembic("downgrade", "-1", env={"DATABASE_URL": database_url})
     assert down.returncode == 0, down.stderr
-    assert len(down.stdout.splitlines()) == 1 and down.stdout.startswith(f"downgrade {revisions[-1]}_")
+    down_lines = down.stdout.splitlines()
+    assert down_lines[0].startswith(f"downgrade {revisions[-1]}_")
+    assert all(ONLINE_LINE.match(line) for line in down_lines[1:]), down_lines
     assert _version(database_url) == revisions[-2]
 
 
@@ -76,7 +84,8 @@ def test_archived_rows_are_reported_after_their_step_and_never_by_a_dry_run(data
     tracks = [i for i, line in enumerate(lines) if " of public.tracks in agentdb_archive.tracks_002_" in line]
     assert len(tracks) == 1 and lines[tracks[0]].startswith("  archived 1 row of public.tracks"), lines
     assert lines[tracks[0] - 1].startswith("downgrade 002_add_spotify_tables "), "the event follows its step"
-    assert all(STEP_LINE.match(line) or line.startswith("  archived ") for line in lines), lines
+    assert all(STEP_LINE.match(line) or line.startswith("  archived ") or ONLINE_LINE.match(line) for line in lines), \
+        lines
     assert all(len(line) <= 100 for line in lines)
 
 

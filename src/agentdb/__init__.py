@@ -10,7 +10,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from agentdb import demo, governance, health, migrate, online, partitions
+from agentdb import bulk, demo, governance, health, migrate, online, partitions, privacy
+from agentdb.bulk import *  # noqa: F403
 from agentdb.connection import Target, resolve
 from agentdb.demo import *  # noqa: F403
 from agentdb.errors import AgentdbError, BulkChangeRefused
@@ -19,6 +20,7 @@ from agentdb.guards import guarded
 from agentdb.health import *  # noqa: F403
 from agentdb.migrate import *  # noqa: F403
 from agentdb.partitions import list_partitions, maintain_partitions
+from agentdb.privacy import *  # noqa: F403
 from agentdb.schema.personal_data import registry as personal_data_registry
 
 __all__ = [
@@ -26,15 +28,19 @@ __all__ = [
     "BulkChangeRefused",
     "Target",
     "__version__",
+    "bulk",
     "guarded",
     "list_partitions",
     "maintain_partitions",
     "online",
     "partitions",
     "personal_data_registry",
+    "privacy",
     "resolve",
 ]
 __all__ += migrate.__all__
 __all__ += demo.__all__
 __all__ += governance.__all__
 __all__ += health.__all__
+__all__ += bulk.__all__
+__all__ += privacy.__all__

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AdvisoryLockBusy",
     "AgentdbError",
     "BulkBusy",
     "BulkChangeRefused",
@@ -159,19 +160,30 @@ class Blocker:
         return f"pid {self.pid}{app}, holding it for {held}, running: {query or '<idle>'}"
 
 
-class RunLockTimeout(AgentdbError):
-    """Another migration run holds the run lock for longer than we may wait."""
+def describe_blockers(blockers: Sequence[Blocker]) -> str:
+    """``pid 123 (user@host, state 'idle in transaction', 12s: LOCK ...)``; the sessions that block, for errors."""
+    return "; ".join(b.describe() for b in blockers) or "no blocker seen any more"
+
+
+class AdvisoryLockBusy(AgentdbError):
+    """Another agentdb process holds an advisory lock (a run, a maintenance) for longer than we may wait."""
 
     exit_code = 4
 
-    def __init__(self, waited_seconds: float, blocker: Blocker | None) -> None:
+    def __init__(self, waited_seconds: float, blocker: Blocker | None, what: str, hint: str,
+                 precision: int = 0) -> None:
         self.waited_seconds = waited_seconds
         self.blocker = blocker
         who = blocker.describe() if blocker else "a backend that has since gone"
-        super().__init__(
-            f"another migration run holds the agentdb run lock; gave up after {waited_seconds:.0f}s: {who}",
-            hint="wait for it to finish, or raise --run-lock-timeout",
-        )
+        super().__init__(f"{what}; gave up after {waited_seconds:.{precision}f}s: {who}", hint=hint)
+
+
+class RunLockTimeout(AdvisoryLockBusy):
+    """Another migration run holds the run lock for longer than we may wait."""
+
+    def __init__(self, waited_seconds: float, blocker: Blocker | None) -> None:
+        super().__init__(waited_seconds, blocker, "another migration run holds the agentdb run lock",
+                         "wait for it to finish, or raise --run-lock-timeout")
 
 
 class LockTimeout(AgentdbError):
@@ -184,7 +196,7 @@ class LockTimeout(AgentdbError):
         self.revision = revision
         self.attempts = attempts
         self.blockers = tuple(blockers)
-        who = "; ".join(b.describe() for b in self.blockers) or "no blocker seen any more"
+        who = describe_blockers(self.blockers)
         super().__init__(
             f"migration {revision or '?'} could not take its locks after {attempts} attempts "
             f"(lock_timeout); blocked by {who}",
@@ -385,19 +397,13 @@ class PartitionConflict(AgentdbError):
         super().__init__(f"partition {partition}: {reason}", hint=hint)
 
 
-class PartitionMaintenanceLocked(AgentdbError):
+class PartitionMaintenanceLocked(AdvisoryLockBusy):
     """Another partition maintenance holds the maintenance lock of this database for longer than we may wait."""
 
-    exit_code = 4
-
     def __init__(self, waited_seconds: float, blocker: Blocker | None) -> None:
-        self.waited_seconds = waited_seconds
-        self.blocker = blocker
-        who = blocker.describe() if blocker else "a backend that has since gone"
-        super().__init__(
-            f"another partition maintenance is running on this database; gave up after {waited_seconds:.1f}s: {who}",
-            hint="nothing was changed; the next run catches up (maintenance is safe to run every minute)",
-        )
+        super().__init__(waited_seconds, blocker, "another partition maintenance is running on this database",
+                         "nothing was changed; the next run catches up (maintenance is safe to run every minute)",
+                         precision=1)
 
 
 class PartitionMaintenanceFailed(AgentdbError):
@@ -494,7 +500,7 @@ class OnlineLockTimeout(OnlineChangeError):
         self.what = what
         self.attempts = attempts
         self.blockers = tuple(blockers)
-        who = "; ".join(b.describe() for b in self.blockers) or "no blocker seen any more"
+        who = describe_blockers(self.blockers)
         super().__init__(
             table, f"{what} of online change {change_id} on {table} gave up after {attempts} attempts "
             f"(lock_timeout), nothing of it was done; blocked by {who}",

@@ -1,7 +1,7 @@
 """The ``agentdb`` command line: a thin Typer layer over the capabilities' typed functions.
 
 One module per command group (:mod:`.migrate`, :mod:`.governance`,
-:mod:`.demo`, :mod:`.embedded`); a new capability adds its module to
+:mod:`.demo`, :mod:`.bulk`, :mod:`.privacy`, :mod:`.embedded`...); a new capability adds its module to
 :data:`_GROUPS`.  Read commands take ``--json`` for machines; people get rich
 tables.  An error is one line on stderr and a non-zero exit (the code is the
 error's ``exit_code``); ``--debug`` adds the traceback.
@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from agentdb.cli import demo, embedded, governance, health, migrate, online, partitions
+from agentdb.cli import bulk, demo, embedded, governance, health, migrate, online, partitions, privacy
 from agentdb.cli._common import err, state
 from agentdb.errors import AgentdbError
 
@@ -33,8 +33,10 @@ app = typer.Typer(
 )
 
 #: Command groups whose commands sit at the top level (``agentdb upgrade``), and named ones (``agentdb embedded``).
-_GROUPS = (migrate.app, governance.app, demo.app, health.app)
-_NAMED = {"online": online.app, "partitions": partitions.app, "embedded": embedded.app}
+_GROUPS = (migrate.app, governance.app, demo.app, health.app, bulk.app)
+_NAMED = {
+    "online": online.app, "partitions": partitions.app, "privacy": privacy.app, "embedded": embedded.app,
+}
 for _group in _GROUPS:
     app.add_typer(_group)
 for _name, _group in _NAMED.items():

@@ -45,7 +45,14 @@ class _State:
 state = _State()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-RevisionArg = Annotated[str, typer.Argument(help="Revision id, head, base, +N or -N.")]
+def _revision(value: str | None) -> str | None:
+    """``-1`` is a revision (the commands accept unknown options for it), ``--nope`` is a mistyped option."""
+    if value is not None and value.startswith("--"):
+        raise typer.BadParameter(f"no such option: {value}", param_hint="REVISION")
+    return value
+
+
+RevisionArg = Annotated[str, typer.Argument(help="Revision id, head, base, +N or -N.", callback=_revision)]
 LockTimeoutOpt = Annotated[
     str | None, typer.Option("--lock-timeout", help="lock_timeout per statement (default 5s).", show_default=False)
 ]
@@ -78,3 +85,27 @@ def duration(value: str | None, name: str) -> float | None:
     return None if value is None else parse_duration(value, name)
 
 
+
+
+def online_progress_bar() -> tuple[Any, Callable[[Any], None]]:
+    """A rich progress bar for online changes on a terminal (phase, rows, rows/s, ETA); nothing on a pipe.
+
+    Returns the bar (a context manager) and the callback to hand the engine
+    (an :data:`agentdb.online.ProgressCallback`).
+    """
+    import sys
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=True,
+                   disable=not sys.stderr.isatty())
+    task = bar.add_task("starting", total=None, rate="")
+
+    def update(progress: Any) -> None:
+        rate = f"{progress.rows_per_second:,.0f} rows/s" if progress.rows_per_second else ""
+        where = f"{progress.table} {progress.phase}"
+        bar.update(task, description=f"{where}{f' ({progress.note})' if progress.note else ''}",
+                   completed=progress.rows_done, total=progress.rows_total, rate=rate)
+
+    return bar, update

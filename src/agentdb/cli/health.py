@@ -10,17 +10,31 @@ self-contained page.
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Table
+from rich.markup import escape
+from typer.core import TyperCommand
 
 from agentdb.cli._common import JsonOpt, duration, json_default, new_group, out, print_json, state
 
 app = new_group()
+
+
+class _NagiosCommand(TyperCommand):
+    """A usage error exits 3 (UNKNOWN), as Nagios plugins answer one: click's 2 would read as CRITICAL."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:
+            if getattr(exc, "exit_code", None) == 2:
+                exc.exit_code = 3
+            raise
+
 
 _STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
 
@@ -42,20 +56,80 @@ def _thresholds(values: list[str] | None) -> dict[str, str]:
     return parsed
 
 
+def _format_param(value: float, unit: str) -> str:
+    """A threshold as an override would be written: ``10MB``, ``5min``, ``80%``, ``1000``."""
+    if unit == "bytes":
+        for size, suffix in ((1024**4, "TB"), (1024**3, "GB"), (1024**2, "MB"), (1024, "kB")):
+            if value >= size and value % size == 0:
+                return f"{value / size:g}{suffix}"
+        return f"{value:g}B"
+    if unit == "seconds":
+        for size, suffix in ((3600, "h"), (60, "min")):
+            if value >= size and value % size == 0:
+                return f"{value / size:g}{suffix}"
+        return f"{value:g}s"
+    if unit == "ratio":
+        return f"{value * 100:g}%"
+    return f"{value:.0f}" if value == int(value) else f"{value:g}"
+
+
 def _list_checks() -> None:
+    """One line per check (id and title), its thresholds on the next, as ``-t`` takes them."""
     from agentdb.health import list_checks
 
-    table = Table("check", "title", "thresholds (override with -t CHECK.NAME=VALUE)", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False)
-    for item in list_checks():
-        params = ", ".join(f"{name}={param.default:g} {param.unit}" for name, param in item.params.items())
-        table.add_row(item.id, item.title + (" (--deep)" if item.deep else ""), params)
-    out.print(table)
+    checks = list_checks()
+    id_width = max(len(c.id) for c in checks)
+    out.print("check ids and titles; thresholds below each (override with -t CHECK_ID.NAME=VALUE)",
+              markup=False, highlight=False)
+    for item in checks:
+        out.print(f"{item.id:<{id_width}}  {item.title}", markup=False, highlight=False)
+        if item.params:
+            params = ", ".join(f"{name}={_format_param(p.default, p.unit)}" for name, p in item.params.items())
+            for line in textwrap.wrap(params, width=96):
+                out.print("    " + line, markup=False, highlight=False)
 
 
 def _evidence_line(entry: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, default=json_default) if isinstance(v, list | dict) else v}"
                      for k, v in entry.items())
+
+
+def _finding_lines(message: str, width: int) -> list[str]:
+    """A finding in ``width`` columns: one line when it fits, else continuation lines indented by two."""
+    first, *rest = textwrap.wrap(message, width=width, break_long_words=True) or [""]
+    return [first, *textwrap.wrap(" ".join(rest), width=width - 2, break_long_words=True)] if rest else [first]
+
+
+_CLAUSE = re.compile(r": |; | \(")
+
+
+def _headline(message: str, width: int) -> str:
+    """The message, or when it does not fit, its longest leading clause that does (up to a ``: ``, ``; ``
+    or `` (``), else its first clause: the rest explains the finding, and a problem's whole message is
+    printed under the table anyway."""
+    if len(message) <= width:
+        return message
+    cuts = [m.start() for m in _CLAUSE.finditer(message)]
+    fitting = [c for c in cuts if c <= width]
+    return message[:fitting[-1]] if fitting else message[:cuts[0]] if cuts else message
+
+
+def _print_rows(results: list[Any], width: int) -> None:
+    """One row per check: status, id, and the finding (of an ok check, its headline); one too long for its
+    column continues on the next lines, indented two more than the column: no line is wider than ``width``."""
+    id_width = max([len("check")] + [len(r.id) for r in results])
+    lead = 8 + 2 + id_width + 2
+    finding_width = max(width - lead, 20)
+    out.print(f"{'status':<8}  {'check':<{id_width}}  finding", markup=False, highlight=False)
+    out.print("─" * min(width, lead + finding_width), markup=False, highlight=False)
+    for result in results:
+        label = result.status.label
+        message = result.message if label != "ok" else _headline(result.message, finding_width)
+        first, *more = _finding_lines(message, finding_width)
+        out.print(f"[{_STYLE[label]}]{label:<8}[/]  {escape(result.id):<{id_width}}  {escape(first)}",
+                  highlight=False)
+        for line in more:
+            out.print(" " * (lead + 2) + line, markup=False, highlight=False)
 
 
 def _print_report(report: Any) -> None:
@@ -64,13 +138,7 @@ def _print_report(report: Any) -> None:
     out.print(f"agentdb health: [{_STYLE[report.status.label]}]{report.status.label}[/] · "
               f"{len(report.results)} checks in {report.seconds:.2f} s · PostgreSQL {report.server_version}")
     out.print(" · ".join(f"{counts[s]} {s}" for s in ("critical", "warning", "unknown", "ok")), markup=False)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, width=width)
-    table.add_column("status", no_wrap=True)
-    table.add_column("check", no_wrap=True)
-    table.add_column("finding", overflow="fold", ratio=1)
-    for result in report.sorted():
-        table.add_row(f"[{_STYLE[result.status.label]}]{result.status.label}[/]", result.id, result.message)
-    out.print(table)
+    _print_rows(report.sorted(), width)
     problems = [r for r in report.sorted() if r.status.label != "ok"]
     for result in problems:
         out.print()
@@ -91,7 +159,7 @@ def _print_report(report: Any) -> None:
                      if changed else "no status changed"), markup=False)
 
 
-@app.command("health")
+@app.command("health", cls=_NagiosCommand)
 def health(
     as_json: JsonOpt = False,
     output_format: Annotated[

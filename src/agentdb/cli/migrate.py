@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentdb import migrate
+from agentdb import migrate, online
 from agentdb.cli._common import (
     DryRunOpt,
     JsonOpt,
@@ -24,13 +26,14 @@ from agentdb.cli._common import (
     duration,
     err,
     new_group,
+    online_progress_bar,
     out,
     print_json,
     state,
 )
 from agentdb.errors import AgentdbError
 from agentdb.runtime.dryrun import DryRunReport, LockTaken
-from agentdb.runtime.environment import RunReport, describe_event
+from agentdb.runtime.environment import RunReport, describe_event, describe_online
 
 app = new_group()
 
@@ -49,6 +52,24 @@ def event_line(event: dict[str, Any], *, planned: bool) -> str:
     return ", ".join(f"{key} {value}" for key, value in event.items())
 
 
+def online_plan_lines(plan: dict[str, Any]) -> list[str]:
+    """A planned online change in a dry run: what it is, then its phases and their locks, within 96 columns."""
+    lines = textwrap.wrap(
+        f"online change {plan['kind']} of {plan['table']} (about {plan['rows_estimated']:,} rows), not run by a dry "
+        "run: the real run drives it in these phases, each committing on its own", 96)
+    more = False
+    for phase in plan["phases"]:
+        locks = list(phase.get("locks") or []) or ["no lock on application tables"]
+        text = f"{phase['name']}: {locks[0]}"
+        if len(locks) > 1:
+            text += f"; and {len(locks) - 1} more"
+            more = True
+        lines += textwrap.wrap(text, 94, initial_indent="  ", subsequent_indent="    ")
+    if more:
+        lines.append(f"  every lock, and the SQL: agentdb online plan {plan['table']} {plan['kind']} --sql")
+    return lines
+
+
 def _show_report(report: RunReport, as_json: bool, verb: str) -> None:
     if as_json:
         print_json({"database": report.database, "steps": [asdict(s) for s in report.steps],
@@ -63,6 +84,8 @@ def _show_report(report: RunReport, as_json: bool, verb: str) -> None:
         out.print(step.describe(), markup=False)
         for event in step.events:
             out.print(f"  {event_line(event, planned=False)}", markup=False)
+        for change in step.online:
+            out.print(f"  {describe_online(change)}", markup=False)
 
 
 #: PostgreSQL's table lock modes, weakest first, and what each keeps other sessions from doing.
@@ -110,7 +133,13 @@ def _migration_interrupted() -> str:
     now = migrate.current(database_url=state.database_url, data_dir=state.data_dir)
     at = ", ".join(now.revisions) or "base"
     pending = f", {len(now.pending)} pending" if now.pending else ""
-    return f"the migration that was running was rolled back; the database is at {at}{pending}"
+    text = f"the migration that was running was rolled back; the database is at {at}{pending}"
+    unfinished = [c for c in online.status(database_url=state.database_url, data_dir=state.data_dir)
+                  if c.interrupted]
+    for change in unfinished:
+        text += (f"; online change {change.id} ({change.kind} of {change.table}) stopped at its checkpoint in "
+                 f"phase {change.phase}: `agentdb upgrade` carries on, `agentdb online abort {change.id}` undoes it")
+    return text
 
 
 def _dry_run_interrupted() -> str:
@@ -142,6 +171,9 @@ def _show_dry_run(report: DryRunReport, as_json: bool) -> None:
             out.print(f"  {line}", markup=False)
         for event in step.observed.archive:
             out.print(f"  {event_line(event, planned=True)}", markup=False)
+        for change in step.observed.online:
+            for line in online_plan_lines(change["plan"]):
+                out.print(f"  {line}", markup=False)
     out.print(f"rolled back: the database is still at {at}; nothing persisted, no history row was written")
 
 
@@ -157,6 +189,9 @@ def upgrade(
     ] = False,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
+    expand_only: Annotated[bool, typer.Option(
+        "--expand-only", help="Leave online expand/contract changes expanded; agentdb online complete later.")
+    ] = False,
 ) -> None:
     """Apply migrations up to REVISION (default: head)."""
     state.on_interrupt = _dry_run_interrupted if dry_run else _migration_interrupted
@@ -169,13 +204,15 @@ def upgrade(
             ignore_checksums=ignore_checksums or None,
         ), as_json)
         return
-    report = migrate.upgrade(
-        revision, database_url=state.database_url, data_dir=state.data_dir,
-        lock_timeout=duration(lock_timeout, "lock timeout"),
-        statement_timeout=duration(statement_timeout, "statement timeout"),
-        lock_retries=lock_retries, run_lock_timeout=duration(run_lock_timeout, "run lock timeout"),
-        ignore_checksums=ignore_checksums or None,
-    )
+    bar, progress = online_progress_bar()
+    with bar:
+        report = migrate.upgrade(
+            revision, database_url=state.database_url, data_dir=state.data_dir,
+            lock_timeout=duration(lock_timeout, "lock timeout"),
+            statement_timeout=duration(statement_timeout, "statement timeout"),
+            lock_retries=lock_retries, run_lock_timeout=duration(run_lock_timeout, "run lock timeout"),
+            ignore_checksums=ignore_checksums or None, progress=progress, expand_only=expand_only or None,
+        )
     _show_report(report, as_json, "upgrade")
 
 
@@ -199,12 +236,15 @@ def downgrade(
             lock_retries=lock_retries, run_lock_timeout=duration(run_lock_timeout, "run lock timeout"),
         ), as_json)
         return
-    report = migrate.downgrade(
-        revision, database_url=state.database_url, data_dir=state.data_dir,
-        lock_timeout=duration(lock_timeout, "lock timeout"),
-        statement_timeout=duration(statement_timeout, "statement timeout"),
-        lock_retries=lock_retries, run_lock_timeout=duration(run_lock_timeout, "run lock timeout"),
-    )
+    bar, progress = online_progress_bar()
+    with bar:
+        report = migrate.downgrade(
+            revision, database_url=state.database_url, data_dir=state.data_dir,
+            lock_timeout=duration(lock_timeout, "lock timeout"),
+            statement_timeout=duration(statement_timeout, "statement timeout"),
+            lock_retries=lock_retries, run_lock_timeout=duration(run_lock_timeout, "run lock timeout"),
+            progress=progress,
+        )
     _show_report(report, as_json, "downgrade")
 
 
@@ -351,10 +391,15 @@ def sql_(
     lock_timeout: LockTimeoutOpt = None,
     statement_timeout: StatementTimeoutOpt = None,
 ) -> None:
-    """Print the SQL of migrations FROM:TO without touching a database (offline mode)."""
+    """Print the SQL of migrations FROM:TO without touching a database (offline mode).
+
+    An online change (007) is shown phase by phase when a database is named by
+    --database-url or DATABASE_URL: its catalogue is read to design it.
+    """
     text = migrate.sql(
         revision_range, lock_timeout=duration(lock_timeout, "lock timeout"),
         statement_timeout=duration(statement_timeout, "statement timeout"),
+        database_url=state.database_url or os.environ.get("DATABASE_URL") or None,
     )
     if output is not None:
         output.write_text(text)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from agentdb import online
-from agentdb.cli._common import JsonOpt, compact_table, duration, new_group, out, print_json, state
+from agentdb.cli._common import JsonOpt, compact_table, duration, new_group, online_progress_bar, out, print_json, state
 
 app = new_group(help="Online changes of busy tables: capture, batched copy, verify, short cut-over, resume.",
                 no_args_is_help=True)
@@ -44,25 +44,6 @@ def _settings(throttle_sql: str | None, max_replica_lag: str | None, batch_secon
     if lock_timeout is not None:
         changes["lock_timeout"] = duration(lock_timeout, "lock timeout")
     return online.OnlineSettings(**changes)
-
-
-def _progress_bar() -> tuple[Any, online.ProgressCallback]:
-    """A rich progress bar on a terminal (rows, rows/s, ETA); nothing when output goes to a pipe."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from agentdb.cli._common import err
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
-                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=True,
-                   disable=not sys.stderr.isatty())
-    task = bar.add_task("starting", total=None, rate="")
-
-    def update(progress: online.Progress) -> None:
-        rate = f"{progress.rows_per_second:,.0f} rows/s" if progress.rows_per_second else ""
-        bar.update(task, description=f"{progress.phase}{f' ({progress.note})' if progress.note else ''}",
-                   completed=progress.rows_done, total=progress.rows_total, rate=rate)
-
-    return bar, update
 
 
 def _show(change: online.ChangeStatus, as_json: bool) -> None:
@@ -109,7 +90,7 @@ def start_(table: TableArg, kind: KindArg = "partition", premake: PremakeOpt = N
     state.on_interrupt = lambda: f"the change stopped at its last checkpoint; `agentdb online resume {table}` " \
                                  f"carries on, `agentdb online abort {table}` undoes it"
     settings = _settings(throttle_sql, max_replica_lag, batch_seconds, lock_timeout)
-    bar, update = _progress_bar()
+    bar, update = online_progress_bar()
     with bar:
         change = online.start(table, kind, database_url=state.database_url, data_dir=state.data_dir,
                               settings=settings, progress=update, **_options(premake))
@@ -120,7 +101,7 @@ def start_(table: TableArg, kind: KindArg = "partition", premake: PremakeOpt = N
 def resume_(change: ChangeArg, as_json: JsonOpt = False) -> None:
     """Carry a change on from its checkpoint (after a crash), or let a paused one go on."""
     state.on_interrupt = lambda: f"the change stopped at its last checkpoint; run `agentdb online resume {change}`"
-    bar, update = _progress_bar()
+    bar, update = online_progress_bar()
     with bar:
         result = online.resume(change, database_url=state.database_url, data_dir=state.data_dir, progress=update)
     _show(result, as_json)

@@ -1,16 +1,28 @@
-"""``agentdb partitions [list TABLE] | maintain``: the CLI of :mod:`agentdb.partitions`."""
+"""``agentdb partitions [TABLE] | list [TABLE] | maintain``: the CLI of :mod:`agentdb.partitions`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from agentdb import partitions
 from agentdb.cli._common import JsonOpt, compact_table, duration, err, new_group, out, print_json, state
 
-app = new_group(help="Partitions of the managed tables: list them; keep them ahead, drained and retired.",
-                invoke_without_command=True)
+
+class _TableOrCommand(TyperGroup):
+    """``agentdb partitions analytics`` is ``agentdb partitions list analytics``: a word that is not a command
+    is the table to list."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["list", *args]
+        return super().resolve_command(ctx, args)
+
+
+app = new_group(help="Partitions of the managed tables: `agentdb partitions [TABLE]` lists them; `maintain` keeps "
+                     "them ahead, drained and retired.", invoke_without_command=True, cls=_TableOrCommand)
 
 
 def _show_partitions(table: str | None, exact: bool, as_json: bool) -> None:

@@ -819,7 +819,9 @@ class _IndexesRebuilt:
                 self.conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
                     sql.Identifier(name), sql.Identifier("public", self.table), sql.Literal(comment)))
         for name, definition, comment in self.indexes:
-            self.conn.execute(sql.SQL(definition))
+            # A partitioned table's definition says ON ONLY: as written it would build no partition's index
+            # and leave the parent's invalid; without ONLY it is built on every partition.
+            self.conn.execute(sql.SQL(definition.replace(" ON ONLY ", " ON ", 1)))
             if comment is not None:
                 self.conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
                     sql.Identifier("public", name), sql.Literal(comment)))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from agentdb.connection import APPLICATION_NAME, connection_failed, resolve
+from agentdb.connection import APPLICATION_NAME, Target, connection_failed, resolve
 from agentdb.demo._loaders import _LOADERS, _METHODS, _Context
-from agentdb.demo.plan import ACTOR, TABLES, DemoReport, DemoScale, TableLoad, plan_demo
+from agentdb.demo.plan import ACTOR, ANCHOR, TABLES, DemoReport, DemoScale, TableLoad, plan_demo
 from agentdb.errors import DatabaseNotEmpty, NotAtHead, SeedFailed
 
 # --------------------------------------------------------------------------------------------- execute
@@ -80,6 +81,7 @@ def seed_demo(
     except psycopg.OperationalError as exc:
         raise connection_failed(target, exc) from None
     with conn:
+        _month_partitions(conn, target)
         conn.execute("SELECT set_config('agentdb.actor', %s, true)", (ACTOR,))
         conn.execute("SET LOCAL lock_timeout = '5s'")
         # One seeding at a time per database: the emptiness check below stays true until we commit.
@@ -107,6 +109,33 @@ def seed_demo(
         conn.commit()
     report.seconds = time.perf_counter() - started
     return report
+
+
+#: Demo events go back this far from the anchor (users joined up to two years before it).
+_HISTORY_DAYS = 731
+
+
+def _month_partitions(conn: psycopg.Connection[Any], target: Target) -> None:
+    """Give partitioned analytics (migration 007) a partition for every month the demo fills, before loading.
+
+    Its rows would otherwise all land in the DEFAULT partition.  The partitions
+    are made by partition maintenance (its locks, its order), each committed
+    on its own connection before the seeding transaction starts; they stay,
+    empty, if the seeding is then refused -- as maintenance would have made them.
+    """
+    from agentdb.partitions import create_month_partitions, naming
+
+    row = conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('public.analytics')").fetchone()
+    conn.rollback()
+    if not row or not row[0]:
+        return
+    month, last = naming.month_start(ANCHOR - timedelta(days=_HISTORY_DAYS)), naming.month_start(ANCHOR)
+    months = []
+    while month <= last:
+        months.append(month)
+        month = naming.add_months(month, 1)
+    create_month_partitions("public.analytics", months, database_url=target.url.render_as_string(hide_password=False),
+                            lock_timeout=1.0, lock_wait=30.0)
 
 
 def _count(conn: psycopg.Connection[Any], table: str) -> int:

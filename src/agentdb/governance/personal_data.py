@@ -14,8 +14,11 @@ The registry is read through one small interface::
 
 It is derived from the ``info={"pii": ...}`` declarations of the schema's
 columns, so a column a migration adds without declaring it in the models (a
-text column with no declaration, or a column missing from the models) is
-reported here.
+column of any type with no declaration, or a column missing from the models)
+is reported here.  With the project's own registry, the declarations erasure
+could not carry out are reported too (:func:`agentdb.privacy.rules.registry_problems`:
+an undeclared column, ``NULLIFY`` on a ``NOT NULL`` column, a foreign key to
+users that would block the deletion...).
 """
 
 from __future__ import annotations
@@ -169,6 +172,11 @@ def check_personal_data(
                 f"offline SQL line {statement.line} does not parse ({statement.error}); "
                 "its new columns cannot be checked", rev, statement.line,
             ))
+    if declared is None:  # the project's own registry: also what would make erasure wrong (agentdb.privacy.rules)
+        from agentdb.privacy.rules import registry_problems
+
+        report.violations.extend(Violation("personal-data", "agentdb/schema", problem)
+                                 for problem in registry_problems())
     linked = _user_linked(edges)
     for migration, table, column in added:
         if table in linked and (table, column) not in known:

@@ -21,14 +21,69 @@ import sqlalchemy as sa
 from agentdb.health.model import HealthReport, Status
 from agentdb.runtime.history import INTERNAL_SCHEMA
 
-__all__ = ["DDL", "KEEP_RUNS", "MIGRATION_DOWNGRADE", "MIGRATION_UPGRADE", "RUNS_TABLE", "ensure_health_ledger",
-           "previous_run", "record_run"]
+__all__ = ["DDL", "KEEP_RUNS", "MIGRATION_DOWNGRADE", "MIGRATION_UPGRADE", "OPS_LEDGERS", "RUNS_TABLE",
+           "ensure_health_ledger", "previous_run", "record_run"]
 
 RUNS_TABLE = "health_runs"
 #: Runs kept; older ones are deleted by the recording that goes past it.
 KEEP_RUNS = 1000
 #: Serialises the creation of the ledger by concurrent first recorders.
 _DDL_LOCK = 0x0A6E_0C09
+
+#: The ledgers of other capabilities the ``ops.*`` checks read; none holds a personal value.  Erasure's
+#: ``privacy_requests`` is not among them: it links users to their requests (010 decides who reads it).
+OPS_LEDGERS = ("archived_tables", "online_changes", "partitioned_tables", "imports")
+
+#: SELECT for the read-only role on what the checks read in agentdb's schema (those that exist).
+_GRANTS = """
+        DO $$
+        DECLARE
+            readonly name;
+            ledger text;
+        BEGIN
+            IF to_regclass('agentdb.access_roles') IS NULL THEN
+                RETURN;
+            END IF;
+            SELECT role_name INTO readonly FROM agentdb.access_roles WHERE purpose = 'readonly';
+            IF readonly IS NULL THEN
+                RETURN;
+            END IF;
+            EXECUTE format('GRANT USAGE ON SCHEMA agentdb TO %I', readonly);
+            EXECUTE format('GRANT SELECT ON agentdb.alembic_version, agentdb.health_runs TO %I', readonly);
+            -- migration_runs too: a dry run (which creates no history table) runs this as well.
+            FOREACH ledger IN ARRAY ARRAY['migration_runs', 'archived_tables', 'online_changes', 'partitioned_tables',
+                                          'imports'] LOOP
+                IF to_regclass('agentdb.' || ledger) IS NOT NULL THEN
+                    EXECUTE format('GRANT SELECT ON agentdb.%I TO %I', ledger, readonly);
+                END IF;
+            END LOOP;
+        END
+        $$
+    """
+_REVOKES = """
+        DO $$
+        DECLARE
+            readonly name;
+            ledger text;
+        BEGIN
+            IF to_regclass('agentdb.access_roles') IS NULL THEN
+                RETURN;
+            END IF;
+            SELECT role_name INTO readonly FROM agentdb.access_roles WHERE purpose = 'readonly';
+            IF readonly IS NULL THEN
+                RETURN;
+            END IF;
+            EXECUTE format('REVOKE SELECT ON agentdb.alembic_version FROM %I', readonly);
+            FOREACH ledger IN ARRAY ARRAY['migration_runs', 'archived_tables', 'online_changes', 'partitioned_tables',
+                                          'imports'] LOOP
+                IF to_regclass('agentdb.' || ledger) IS NOT NULL THEN
+                    EXECUTE format('REVOKE SELECT ON agentdb.%I FROM %I', ledger, readonly);
+                END IF;
+            END LOOP;
+            EXECUTE format('REVOKE USAGE ON SCHEMA agentdb FROM %I', readonly);
+        END
+        $$
+    """
 
 DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA}",
@@ -48,31 +103,14 @@ DDL = [
     "per check id, so that a report says what changed since the last recorded run'",
     f"COMMENT ON COLUMN {INTERNAL_SCHEMA}.{RUNS_TABLE}.results IS "
     "'check id -> {\"status\": ..., \"value\": ...}; no evidence (it can name sessions and queries)'",
-    # The read-only role may read what the health check reads in agentdb's schema (a monitoring login is
-    # pg_monitor + that role): the migration history and the recorded runs.
-    f"""
-    DO $$
-    DECLARE readonly name;
-    BEGIN
-        IF to_regclass('{INTERNAL_SCHEMA}.access_roles') IS NULL THEN
-            RETURN;
-        END IF;
-        SELECT role_name INTO readonly FROM {INTERNAL_SCHEMA}.access_roles WHERE purpose = 'readonly';
-        IF readonly IS NOT NULL THEN
-            EXECUTE format('GRANT USAGE ON SCHEMA {INTERNAL_SCHEMA} TO %I', readonly);
-            EXECUTE format('GRANT SELECT ON {INTERNAL_SCHEMA}.alembic_version, {INTERNAL_SCHEMA}.migration_runs, '
-                           '{INTERNAL_SCHEMA}.{RUNS_TABLE} TO %I', readonly);
-        END IF;
-    END
-    $$
-    """,  # noqa: S608 - constants only
+    _GRANTS,
 ]
 
-#: The body of migration 009's upgrade(), self-contained (no import of agentdb).
+#: The body of migration 009's upgrade(), self-contained (no import of agentdb): :data:`DDL` written out.
 MIGRATION_UPGRADE = '''
     op.execute("CREATE SCHEMA IF NOT EXISTS agentdb")
     op.execute("""
-        CREATE TABLE agentdb.health_runs (
+        CREATE TABLE IF NOT EXISTS agentdb.health_runs (
             id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             started_at    timestamptz NOT NULL,
             duration_ms   double precision NOT NULL CHECK (duration_ms >= 0),
@@ -82,43 +120,21 @@ MIGRATION_UPGRADE = '''
             agentdb_version text NOT NULL
         )
     """)
-    op.execute("CREATE INDEX health_runs_started_at_idx ON agentdb.health_runs (started_at)")
+    op.execute("CREATE INDEX IF NOT EXISTS health_runs_started_at_idx ON agentdb.health_runs (started_at)")
     op.execute("COMMENT ON TABLE agentdb.health_runs IS 'Recorded runs of agentdb health: status and value "
                "per check id, so that a report says what changed since the last recorded run'")
     op.execute("COMMENT ON COLUMN agentdb.health_runs.results IS "
                "'check id -> {\\"status\\": ..., \\"value\\": ...}; no evidence (it can name sessions and queries)'")
-    # The read-only role may read what the health check reads in agentdb's schema (monitoring logins are
-    # pg_monitor + that role): the migration history and the recorded runs.
-    op.execute("""
-        DO $$
-        DECLARE readonly name := (SELECT role_name FROM agentdb.access_roles WHERE purpose = 'readonly');
-        BEGIN
-            IF readonly IS NOT NULL THEN
-                EXECUTE format('GRANT USAGE ON SCHEMA agentdb TO %I', readonly);
-                EXECUTE format('GRANT SELECT ON agentdb.alembic_version, agentdb.migration_runs, '
-                               'agentdb.health_runs TO %I', readonly);
-            END IF;
-        END
-        $$
-    """)
-'''
+    # The read-only role (a monitoring login is pg_monitor + that role) may read what the checks read in
+    # agentdb's schema: the migration history, the recorded runs and the ledgers of the ops.* checks.
+    op.execute("""@GRANTS@""")
+'''.replace("@GRANTS@", _GRANTS)
 
 #: The body of migration 009's downgrade().
 MIGRATION_DOWNGRADE = '''
-    op.execute("""
-        DO $$
-        DECLARE readonly name := (SELECT role_name FROM agentdb.access_roles WHERE purpose = 'readonly');
-        BEGIN
-            IF readonly IS NOT NULL THEN
-                EXECUTE format('REVOKE SELECT ON agentdb.alembic_version, agentdb.migration_runs FROM %I',
-                               readonly);
-                EXECUTE format('REVOKE USAGE ON SCHEMA agentdb FROM %I', readonly);
-            END IF;
-        END
-        $$
-    """)
+    op.execute("""@REVOKES@""")
     op.drop_table("health_runs", schema="agentdb")
-'''
+'''.replace("@REVOKES@", _REVOKES)
 
 
 def ensure_health_ledger(connection: sa.Connection) -> None:

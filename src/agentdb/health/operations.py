@@ -16,16 +16,18 @@ from typing import Any
 from psycopg import sql
 
 from agentdb.health.model import Status
-from agentdb.health.registry import Context, Finding, Param, check, count_label
+from agentdb.health.registry import Context, Finding, Param, check, count_label, counted
 from agentdb.partitions import naming
 
 _HOUR = 3600.0
 _DAY = 86400.0
 
+#: The partitions of one table with their bounds as timestamptz, in one query (1,000 partitions, one round trip).
+#: Managed tables are partitioned by a timestamp or date column; MINVALUE/MAXVALUE bounds come back NULL.
 _PARTITIONS = r"""
-SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', c.reltuples,
-       (regexp_match(pg_get_expr(c.relpartbound, c.oid), $$FROM \('([^']*)'\)$$))[1],
-       (regexp_match(pg_get_expr(c.relpartbound, c.oid), $$TO \('([^']*)'\)$$))[1]
+SELECT c.oid, c.relname, pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', c.reltuples,
+       (regexp_match(pg_get_expr(c.relpartbound, c.oid), $$FROM \('([^']*)'\)$$))[1]::timestamptz,
+       (regexp_match(pg_get_expr(c.relpartbound, c.oid), $$TO \('([^']*)'\)$$))[1]::timestamptz
 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = %s
 """
@@ -44,11 +46,9 @@ def _managed(ctx: Context) -> list[dict[str, Any]]:
                 "FROM agentdb.partitioned_tables m ORDER BY 1, 2"):
             partitions = []
             if oid is not None:
-                for name, is_default, reltuples, lower, upper in ctx.rows(_PARTITIONS, [oid]):
-                    bounds = ctx.rows("SELECT %s::timestamptz, %s::timestamptz", [lower, upper])[0] \
-                        if lower or upper else (None, None)
-                    partitions.append({"name": name, "default": bool(is_default), "rows_estimate": reltuples,
-                                       "lower": bounds[0], "upper": bounds[1]})
+                for part_oid, name, is_default, reltuples, lower, upper in ctx.rows(_PARTITIONS, [oid]):
+                    partitions.append({"oid": part_oid, "name": name, "default": bool(is_default),
+                                       "rows_estimate": reltuples, "lower": lower, "upper": upper})
             managed.append({"schema": schema, "table": table, "premake": int(premake), "retention": retention,
                             "oid": oid, "partitions": partitions})
         return managed
@@ -101,10 +101,10 @@ def partitions_premake(ctx: Context) -> Finding:
             status = Status.CRITICAL if status == Status.CRITICAL else Status.WARNING
             evidence.append({"table": name, "premake": m["premake"], "months_missing": missing})
     return Finding(
-        status, f"{count_label(len(managed), 'managed table')}; "
-        + (f"{count_label(len(evidence), 'table')} missing partitions for the current or next "
-           f"{max(m['premake'] for m in managed)} months" if evidence else "every month up to premake has its "
-           "partition"), float(fewest or 0), evidence,
+        status, (f"{len(evidence)} of {count_label(len(managed), 'managed table')} miss partitions for the "
+                 f"current or next {max(m['premake'] for m in managed)} months" if evidence else
+                 f"partitions up to premake exist for {count_label(len(managed), 'managed table')}"),
+        float(fewest or 0), evidence,
         "" if not evidence else _MAINTAIN, "" if not evidence else _MAINTAIN_LOCK,
     )
 
@@ -121,18 +121,23 @@ def default_partition_empty(ctx: Context) -> Finding:
             if not p["default"]:
                 continue
             ident = sql.Identifier(m["schema"], p["name"])
-            ctx.require_select(f"{m['schema']}.{p['name']}")
-            if ctx.value(sql.SQL("SELECT EXISTS (SELECT 1 FROM ONLY {})").format(ident)):
+            where = {"table": f"{m['schema']}.{m['table']}", "partition": p["name"]}
+            if not ctx.value("SELECT has_table_privilege(%s::oid, 'SELECT')", [p["oid"]]):
+                # A monitoring role reads the parent, not each partition: the statistics say it (an estimate,
+                # as fresh as the last transactions that wrote it).
+                live = int(ctx.value("SELECT n_live_tup FROM pg_catalog.pg_stat_all_tables WHERE relid = %s",
+                                     [p["oid"]]) or 0)
+                if live:
+                    evidence.append({**where, "rows_estimate": live})
+            elif ctx.value(sql.SQL("SELECT EXISTS (SELECT 1 FROM ONLY {})").format(ident)):
                 rows = int(ctx.value(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM ONLY {} LIMIT 100001) d")
                                      .format(ident)))
-                evidence.append({"table": f"{m['schema']}.{m['table']}", "partition": p["name"],
-                                 "rows": rows if rows <= 100000 else "more than 100000"})
-    status = ctx.grade(len(evidence))
-    return Finding(
-        status, f"{count_label(len(evidence), 'DEFAULT partition')} holding rows: their months have no "
-        "partition, and each new partition must move them out first", float(len(evidence)), evidence,
-        "" if not evidence else _MAINTAIN + ": it drains the DEFAULT partition into month partitions",
-        "" if not evidence else _MAINTAIN_LOCK,
+                evidence.append({**where, "rows": rows if rows <= 100000 else "more than 100000"})
+    return counted(
+        ctx, evidence, f"{count_label(len(evidence), 'DEFAULT partition')} holding rows: their months have no "
+        "partition, and each new partition must move them out first",
+        remedy=_MAINTAIN + ": it drains the DEFAULT partition into month partitions",
+        lock=_MAINTAIN_LOCK,
     )
 
 
@@ -150,13 +155,12 @@ def partition_retention(ctx: Context) -> Finding:
             if not p["default"] and p["upper"] is not None and p["upper"] <= cutoff:
                 evidence.append({"table": f"{m['schema']}.{m['table']}", "partition": p["name"],
                                  "upper_bound": p["upper"].isoformat(), "retention": str(m["retention"])})
-    status = ctx.grade(len(evidence))
-    return Finding(
-        status, (f"{count_label(len(evidence), 'partition')} older than the retention of their table still "
-                 "attached" if with_retention else "no managed table has a retention (partitions kept forever)"),
-        float(len(evidence)), evidence,
-        "" if not evidence else _MAINTAIN + ": it archives, drops or detaches them as configured",
-        "" if not evidence else "DETACH PARTITION CONCURRENTLY: SHARE UPDATE EXCLUSIVE on the parent (with a "
+    return counted(
+        ctx, evidence,
+        (f"{count_label(len(evidence), 'partition')} older than the retention of their table still attached"
+         if with_retention else "no managed table has a retention (partitions kept forever)"),
+        remedy=_MAINTAIN + ": it archives, drops or detaches them as configured",
+        lock="DETACH PARTITION CONCURRENTLY: SHARE UPDATE EXCLUSIVE on the parent (with a "
         "DEFAULT partition a plain DETACH: ACCESS EXCLUSIVE for a moment)",
     )
 
@@ -195,13 +199,14 @@ def online_changes_stalled(ctx: Context) -> Finding:
     stalled = [c for c in changes if c["driver_pid"] is not None and c["status"] == "running"
                and c["idle_seconds"] >= ctx.p("warning")]
     worst = max((c["idle_seconds"] for c in stalled), default=0.0)
-    status = ctx.grade(worst) if stalled else Status.OK
-    return Finding(
-        status, f"{count_label(len(stalled), 'running online change')} without progress for at least "
-        f"{ctx.p('warning') / 60:.0f} min ({count_label(len(changes), 'unfinished change')} in all)", worst, stalled,
-        "" if not stalled else "see `agentdb online status`: a throttle (replica lag), a lock wait or a blocked "
+    return counted(
+        ctx, stalled,
+        f"{count_label(len(stalled), 'running online change')} idle for {ctx.p('warning') / 60:.0f} min or more "
+        f"({count_label(len(changes), 'unfinished change')} in all)",
+        value=worst,
+        remedy="see `agentdb online status`: a throttle (replica lag), a lock wait or a blocked "
         "batch; the driver's pid is in the evidence",
-        "" if not stalled else "none to look; pausing or aborting an online change takes no lock beyond its step",
+        lock="none to look; pausing or aborting an online change takes no lock beyond its step",
     )
 
 
@@ -211,40 +216,53 @@ def online_changes_abandoned(ctx: Context) -> Finding:
     if not ctx.exists("agentdb.online_changes"):
         return Finding(Status.OK, "not in use: no online change was ever started here")
     left = [c for c in _online_changes(ctx) if c["driver_pid"] is None and c["status"] in ("running", "failed")]
-    status = ctx.grade(len(left))
-    return Finding(
-        status, f"{count_label(len(left), 'online change')} unfinished with no process driving it "
-        "(its capture trigger still slows every write of the table)", float(len(left)), left,
-        "" if not left else "`agentdb online resume ID` to finish it from its checkpoint, or "
+    return counted(
+        ctx, left, f"{count_label(len(left), 'online change')} unfinished with no process driving it "
+        "(its capture trigger still slows every write of the table)",
+        remedy="`agentdb online resume ID` to finish it from its checkpoint, or "
         "`agentdb online abort ID` to remove what it built",
-        "" if not left else "resume: the change's own steps (short ones, under lock_timeout); abort drops the "
+        lock="resume: the change's own steps (short ones, under lock_timeout); abort drops the "
         "capture trigger: SHARE ROW EXCLUSIVE on the table for a moment",
     )
 
 
+def _import_driver(ctx: Context, table: str, sha256: str) -> int | None:
+    """The pid holding the import's advisory lock (agentdb.bulk takes it for the whole import), or None."""
+    from agentdb.bulk.ledger import lock_key
+
+    key = lock_key(table, sha256)
+    found = ctx.value(
+        "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        "AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
+        "AND classid = %s AND objid = %s LIMIT 1", [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF])
+    return int(found) if found is not None else None
+
+
 @check("ops.imports_unfinished", "No bulk import left unfinished", unit="seconds",
-       warning=Param(1 * _HOUR, "seconds", "a running import without progress this long"),
+       warning=Param(1 * _HOUR, "seconds", "an import failed, killed or stalled for this long"),
        critical=Param(24 * _HOUR, "seconds"))
 def imports_unfinished(ctx: Context) -> Finding:
+    """An import is unfinished when its row says ``failed``, or ``running`` while no process holds its lock
+    (killed), or ``running`` and driven but without a committed batch for ``warning``: all resumable."""
     if not ctx.ledger("agentdb.imports"):
         return Finding(Status.OK, "not in use: no bulk import was ever run here")
-    columns = {r[0] for r in ctx.rows(
-        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'agentdb.imports'::regclass "
-        "AND attnum > 0 AND NOT attisdropped")}
-    progress = sql.Identifier("updated_at") if "updated_at" in columns else sql.Identifier("started_at")
-    rows = ctx.rows(sql.SQL(
-        "SELECT id, table_name, started_at, extract(epoch FROM now() - {}) FROM agentdb.imports "
-        "WHERE status = 'running' AND finished_at IS NULL AND now() - {} >= make_interval(secs => {}) "
-        "ORDER BY id").format(progress, progress, sql.Literal(ctx.p("warning"))))
-    worst = max((float(r[3]) for r in rows), default=0.0)
-    status = ctx.grade(worst) if rows else Status.OK
-    return Finding(
-        status, f"{count_label(len(rows), 'import')} still 'running' without progress for at least "
-        f"{ctx.p('warning') / _HOUR:.0f} h", worst,
-        [{"import": r[0], "table": r[1], "started_at": r[2].isoformat(), "idle_seconds": round(float(r[3]))}
-         for r in rows],
-        "" if not rows else "resume the import from its checkpoint, or mark it failed and remove its rows",
-        "" if not rows else "the import's own: COPY takes ROW EXCLUSIVE on the target table",
+    found = []
+    for import_id, table, sha256, status, started, idle, rows_loaded in ctx.rows(
+            "SELECT id, table_name, file_sha256, status, started_at, extract(epoch FROM now() - updated_at), "
+            "rows_loaded FROM agentdb.imports WHERE status IN ('running', 'failed') "
+            "AND now() - updated_at >= make_interval(secs => %s) ORDER BY id", [ctx.p("warning")]):
+        driver = _import_driver(ctx, table, sha256) if status == "running" else None
+        state = status if status == "failed" else "stalled" if driver is not None else "killed"
+        found.append({"import": import_id, "table": table, "state": state, "driver_pid": driver,
+                      "started_at": started.isoformat(), "idle_seconds": round(float(idle)),
+                      "rows_loaded": int(rows_loaded)})
+    return counted(
+        ctx, found, f"{count_label(len(found), 'import')} failed, killed or stalled for at least "
+        f"{ctx.p('warning') / _HOUR:g} h (resumable from their checkpoint)",
+        value=max((float(f["idle_seconds"]) for f in found), default=0.0),
+        remedy="run the same `agentdb import TABLE FILE` again: it resumes after the last committed batch "
+        "(a stalled one: see what its driver_pid waits for in pg_stat_activity)",
+        lock="the import's own: ROW EXCLUSIVE on the target table while it loads",
     )
 
 
@@ -259,16 +277,15 @@ def archive_retention(ctx: Context) -> Finding:
         "extract(epoch FROM now() - archived_at) FROM agentdb.archived_tables "
         "WHERE restored_at IS NULL AND archived_at <= now() - make_interval(secs => %s) ORDER BY archived_at",
         [ctx.p("retention")])
-    status = ctx.grade(len(rows))
     kept = sum(int(r[3]) for r in rows)
-    return Finding(
-        status, f"{count_label(len(rows), 'archived table')} ({kept:,} rows) kept longer than "
-        f"{ctx.p('retention') / _DAY:.0f} days; archived rows can hold personal data", float(len(rows)),
-        [{"table": r[0], "archive_table": r[1], "revision": r[2], "rows": int(r[3]),
+    return counted(
+        ctx, [{"table": r[0], "archive_table": r[1], "revision": r[2], "rows": int(r[3]),
           "archived_at": r[4].isoformat(), "age_days": round(float(r[5]) / _DAY, 1)} for r in rows],
-        "" if not rows else "upgrade to restore them, or drop the archive (`agentdb rollback --purge` drops "
+        f"{count_label(len(rows), 'archived table')} ({kept:,} rows) kept longer than "
+        f"{ctx.p('retention') / _DAY:.0f} days; archived rows can hold personal data",
+        remedy="upgrade to restore them, or drop the archive (`agentdb rollback --purge` drops "
         "rows for real) once nobody needs them",
-        "" if not rows else "DROP TABLE of the archive copy: ACCESS EXCLUSIVE on that copy only",
+        lock="DROP TABLE of the archive copy: ACCESS EXCLUSIVE on that copy only",
     )
 
 
@@ -303,29 +320,27 @@ def consent_contradictions(ctx: Context) -> Finding:
     )
 
 
-_DONE = ["completed", "done", "rejected", "refused", "cancelled", "canceled", "withdrawn"]
-
-
-@check("ops.erasure_deadlines", "Erasure requests within their legal deadline", unit="count",
+@check("ops.erasure_deadlines", "Erasure and export requests within their legal deadline", unit="count",
        critical=Param(1, "count", "requests past their deadline"))
 def erasure_deadlines(ctx: Context) -> Finding:
-    if not ctx.ledger("agentdb.privacy_requests"):
-        return Finding(Status.OK, "not in use: no privacy request ledger (migration 010 creates it)")
-    columns = {r[0] for r in ctx.rows(
-        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'agentdb.privacy_requests'::regclass "
-        "AND attnum > 0 AND NOT attisdropped")}
-    request_id = sql.Identifier("id") if "id" in columns else sql.SQL("NULL::bigint")
-    rows = ctx.rows(sql.SQL(
-        "SELECT {}, status, deadline, extract(epoch FROM now() - deadline) FROM agentdb.privacy_requests "
-        "WHERE lower(status) <> ALL({}) AND deadline < now() ORDER BY deadline").format(
-            request_id, sql.Literal(_DONE)))
-    status = ctx.grade(len(rows))
-    return Finding(
-        status, f"{count_label(len(rows), 'privacy request')} open past their legal deadline", float(len(rows)),
-        [{"request": r[0], "status": r[1], "deadline": r[2].isoformat(),
-          "overdue_days": round(float(r[3]) / _DAY, 1)} for r in rows],
-        "" if not rows else "run the erasures now (`agentdb privacy erase USER_ID`); tell the data-protection "
-        "officer about the delay",
-        "" if not rows else "erasure: ROW EXCLUSIVE on the rows of that one user",
-    )
+    """Open requests (:data:`agentdb.privacy.ledger.OPEN_STATUSES`) whose deadline has passed.
 
+    Reads only the columns it needs (never ``user_id``), so a monitoring role may be given a column grant.
+    """
+    from agentdb.privacy.ledger import LEDGER, OPEN_STATUSES
+
+    relation = f"agentdb.{LEDGER}"
+    if not ctx.exists(relation):
+        return Finding(Status.OK, "not in use: no privacy request ledger (migration 010 creates it)")
+    ctx.require_select(relation, columns=("id", "kind", "status", "deadline"))
+    rows = ctx.rows(
+        "SELECT id, kind, status, deadline, extract(epoch FROM now() - deadline) FROM agentdb.privacy_requests "
+        "WHERE status = ANY(%s) AND deadline < now() ORDER BY deadline", [list(OPEN_STATUSES)])
+    return counted(
+        ctx, [{"request": r[0], "kind": r[1], "status": r[2], "deadline": r[3].isoformat(),
+               "overdue_days": round(float(r[4]) / _DAY, 1)} for r in rows],
+        f"{count_label(len(rows), 'privacy request')} open past their legal deadline",
+        remedy="finish them now (`agentdb privacy requests` lists them; `agentdb privacy erase USER_ID` or "
+        "`agentdb privacy export USER_ID`); tell the data-protection officer about the delay",
+        lock="erasure: ROW EXCLUSIVE on the rows of that one user",
+    )

@@ -36,6 +36,8 @@ __all__ = [
     "Param",
     "Unknown",
     "check",
+    "count_label",
+    "counted",
     "parse_value",
 ]
 
@@ -201,15 +203,21 @@ class Context:
         """Whether ``relation`` (``schema.name``) exists; reading the catalogue needs no privilege on it."""
         return self._oid(relation) is not None
 
-    def require_select(self, *relations: str) -> None:
-        """Raise :class:`Unknown` naming the first relation this role may not read (schema USAGE included)."""
+    def require_select(self, *relations: str, columns: Sequence[str] = ()) -> None:
+        """Raise :class:`Unknown` naming the first relation this role may not read (schema USAGE included).
+
+        With ``columns``, SELECT on those columns is enough (a column grant to a monitoring role).
+        """
         for relation in relations:
             oid = self._oid(relation)
             schema = relation.partition(".")[0]
             if oid is None or not self.value(
-                    "SELECT has_schema_privilege(%s, 'USAGE') AND has_table_privilege(%s::oid, 'SELECT')",
-                    [schema, oid]):
-                raise Unknown(f"needs SELECT on {relation}")
+                    "SELECT has_schema_privilege(%s, 'USAGE') AND (has_table_privilege(%s::oid, 'SELECT') "
+                    "OR (cardinality(%s::text[]) > 0 AND (SELECT bool_and(has_column_privilege(%s::oid, c, "
+                    "'SELECT')) FROM unnest(%s::text[]) c)))",
+                    [schema, oid, list(columns), oid, list(columns)]):
+                needed = f"SELECT ({', '.join(columns)})" if columns else "SELECT"
+                raise Unknown(f"needs {needed} on {relation}")
 
     def ledger(self, relation: str) -> bool:
         """Whether the ledger table of another capability is in use here: False when it does not exist.
@@ -230,6 +238,22 @@ class Context:
 def bounded(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """At most :data:`MAX_EVIDENCE` items (the result keeps the total)."""
     return items[:MAX_EVIDENCE]
+
+
+def counted(ctx: Context, items: list[dict[str, Any]], message: str, *, value: float | None = None,
+            remedy: str = "", lock: str = "") -> Finding:
+    """The shape most checks share: ``items`` found, graded against the running check's thresholds.
+
+    The graded value is the number of items, or ``value`` (the worst age, ratio...) when given, in which
+    case no item means ok; the remedy and its lock are given only when there is an item to act on.
+    """
+    if value is None:
+        measured = float(len(items))
+        status = ctx.grade(measured)
+    else:
+        measured = value
+        status = ctx.grade(value) if items else Status.OK
+    return Finding(status, message, measured, items, remedy if items else "", lock if items else "")
 
 
 def count_label(n: int, noun: str, plural: str | None = None) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from psycopg import sql
 
 from agentdb.health.model import Status
-from agentdb.health.registry import Context, Finding, Param, Unknown, check, count_label
+from agentdb.health.registry import Context, Finding, Param, Unknown, check, count_label, counted
 from agentdb.runtime.history import INTERNAL_SCHEMA, RUNS_TABLE, VERSION_TABLE
 
 _VERSION = f"{INTERNAL_SCHEMA}.{VERSION_TABLE}"
@@ -65,7 +65,7 @@ def migrations_pending(ctx: Context) -> Finding:
     where = ", ".join(at) or "base (no migration applied)"
     return Finding(
         status, (f"the database is at {where}, newer than these migration files" if unknown else
-                 f"the database is at {where}; {count_label(len(pending), 'migration')} pending"),
+                 f"{count_label(len(pending), 'migration')} pending; the database is at {where}"),
         float(len(pending)),
         [{"revision": r.revision, "file": r.path.rsplit("/", 1)[-1]} for r in pending],
         "" if status == Status.OK else "run `agentdb upgrade` (or deploy the code that matches the database)",
@@ -88,7 +88,7 @@ def migrations_failed(ctx: Context) -> Finding:
                  "error": (r[4] or "")[:200]} for r in failed]
     status = ctx.grade(len(failed))
     return Finding(
-        status, f"{count_label(len(failed), 'migration')} whose last attempt failed and was rolled back",
+        status, f"{count_label(len(failed), 'migration')} whose last attempt failed (rolled back)",
         float(len(failed)), evidence,
         "" if not failed else "read the error (`agentdb history`), fix the cause and run `agentdb upgrade` again",
         "" if not failed else "the migration's own locks: `agentdb upgrade --dry-run` lists them",
@@ -105,12 +105,11 @@ def migrations_changed(ctx: Context) -> Finding:
     if ctx.exists(_VERSION):
         ctx.require_select(_VERSION)
     issues = [i for i in validate_database(ctx.connection, _script()) if i.fatal]
-    status = ctx.grade(len(issues))
-    return Finding(
-        status, f"{count_label(len(issues), 'applied migration')} changed or missing since applied",
-        float(len(issues)), [{"revision": i.revision, "kind": i.kind, "problem": i.message} for i in issues],
-        "" if not issues else "restore the original files; or, when the change is intended, `agentdb repair`",
-        "" if not issues else "none (repair writes a history row)",
+    return counted(
+        ctx, [{"revision": i.revision, "kind": i.kind, "problem": i.message} for i in issues],
+        f"{count_label(len(issues), 'applied migration')} changed or missing since applied",
+        remedy="restore the original files; or, when the change is intended, `agentdb repair`",
+        lock="none (repair writes a history row)",
     )
 
 
@@ -238,12 +237,11 @@ def functions_drift(ctx: Context) -> Finding:
     wanted = {v.signature for v in entities.views()}
     evidence += [{"view": f"public.{v}", "problem": "missing"} for v in sorted(wanted - views)]
     evidence += [{"view": f"public.{v}", "problem": "not declared"} for v in sorted(views - wanted)]
-    status = ctx.grade(len(evidence))
-    return Finding(
-        status, f"{count_label(len(evidence), 'function or view', 'functions or views')} differ from "
-        "agentdb.schema.entities", float(len(evidence)), evidence,
-        "" if not evidence else _AUTOGENERATE + " (it replaces or drops them)",
-        "" if not evidence else "CREATE OR REPLACE FUNCTION: a lock on the function only; dropping a trigger "
+    return counted(
+        ctx, evidence, f"{count_label(len(evidence), 'function or view', 'functions or views')} differ from "
+        "agentdb.schema.entities",
+        remedy=_AUTOGENERATE + " (it replaces or drops them)",
+        lock="CREATE OR REPLACE FUNCTION: a lock on the function only; dropping a trigger "
         "function takes ACCESS EXCLUSIVE on the tables whose triggers use it",
     )
 
@@ -358,12 +356,10 @@ def triggers_drift(ctx: Context) -> Finding:
         if name.startswith("agentdb_online_"):
             continue  # an online change's capture trigger: the ops.online_* checks report those
         problems.append({"trigger": f"{name} on public.{table}", "problem": "not declared"})
-    status = ctx.grade(len(problems))
-    return Finding(
-        status, f"{count_label(len(problems), 'trigger')} missing, disabled, changed or not declared",
-        float(len(problems)), problems,
-        "" if not problems else _AUTOGENERATE + " (it creates, replaces or drops them)",
-        "" if not problems else "CREATE/DROP TRIGGER: SHARE ROW EXCLUSIVE on the table, blocks writes",
+    return counted(
+        ctx, problems, f"{count_label(len(problems), 'trigger')} missing, disabled, changed or not declared",
+        remedy=_AUTOGENERATE + " (it creates, replaces or drops them)",
+        lock="CREATE/DROP TRIGGER: SHARE ROW EXCLUSIVE on the table, blocks writes",
     )
 
 
@@ -372,12 +368,12 @@ def triggers_drift(ctx: Context) -> Finding:
 def policies_drift(ctx: Context) -> Finding:
     rows = ctx.rows("SELECT schemaname || '.' || tablename, policyname FROM pg_catalog.pg_policies "
                     "WHERE schemaname = 'public' ORDER BY 1, 2")
-    status = ctx.grade(len(rows))
-    return Finding(
-        status, f"{count_label(len(rows), 'policy', 'policies')} not declared in agentdb.schema.entities "
-        "(it declares none)", float(len(rows)), [{"table": r[0], "policy": r[1]} for r in rows],
-        "" if not rows else _AUTOGENERATE + " (drops it), or declare it",
-        "" if not rows else "DROP POLICY: ACCESS EXCLUSIVE on the table for a moment",
+    return counted(
+        ctx, [{"table": r[0], "policy": r[1]} for r in rows],
+        f"{count_label(len(rows), 'policy', 'policies')} not declared in agentdb.schema.entities "
+        "(it declares none)",
+        remedy=_AUTOGENERATE + " (drops it), or declare it",
+        lock="DROP POLICY: ACCESS EXCLUSIVE on the table for a moment",
     )
 
 
@@ -398,12 +394,11 @@ def grants_drift(ctx: Context) -> Finding:
                 for g in comparison.revokes()]
     evidence += [{"table": g.table, "role": g.role, "privilege": str(g.grant), "problem": "declared, not held"}
                  for g in comparison.grants()]
-    status = ctx.grade(len(evidence))
-    return Finding(
-        status, f"{count_label(len(evidence), 'grant')} of {', '.join(comparison.roles)} differ from "
-        "agentdb.schema.entities", float(len(evidence)), evidence,
-        "" if not evidence else _AUTOGENERATE + " (it revokes and grants the difference)",
-        "" if not evidence else "GRANT/REVOKE: a catalogue update, no lock that blocks reads or writes",
+    return counted(
+        ctx, evidence, f"{count_label(len(evidence), 'grant')} differ from agentdb.schema.entities "
+        f"(roles {', '.join(comparison.roles)})",
+        remedy=_AUTOGENERATE + " (it revokes and grants the difference)",
+        lock="GRANT/REVOKE: a catalogue update, no lock that blocks reads or writes",
     )
 
 
@@ -441,13 +436,12 @@ def fk_index_coverage(ctx: Context) -> Finding:
         {"table": f"{r[4]}.{r[3]}", "foreign_key": r[1], "columns": list(r[12]), "references": f"{r[7]}.{r[6]}"}
         for r in _foreign_keys(ctx) if not r[15]
     ]
-    status = ctx.grade(len(missing))
-    return Finding(
-        status, f"{count_label(len(missing), 'foreign key')} without an index led by its columns "
-        "(in any order; primary keys and composite indexes count)", float(len(missing)), missing,
-        "" if not missing else "CREATE INDEX CONCURRENTLY ON table (columns) for each; for a partitioned "
+    return counted(
+        ctx, missing, f"{count_label(len(missing), 'foreign key')} without an index led by its columns "
+        "(in any order; primary keys and composite indexes count)",
+        remedy="CREATE INDEX CONCURRENTLY ON table (columns) for each; for a partitioned "
         "table create it ON ONLY the parent, CONCURRENTLY on each partition, then ATTACH",
-        "" if not missing else "CREATE INDEX CONCURRENTLY: SHARE UPDATE EXCLUSIVE, reads and writes go on "
+        lock="CREATE INDEX CONCURRENTLY: SHARE UPDATE EXCLUSIVE, reads and writes go on "
         "(a plain CREATE INDEX blocks writes for the whole build)",
     )
 
@@ -460,13 +454,12 @@ def not_valid_constraints(ctx: Context) -> Finding:
         "JOIN pg_catalog.pg_class c ON c.oid = k.conrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE NOT k.convalidated AND n.nspname = 'public' AND k.conparentid = 0 ORDER BY 1, 2")
     kinds = {"f": "foreign key", "c": "check"}
-    status = ctx.grade(len(rows))
-    return Finding(
-        status, f"{count_label(len(rows), 'constraint')} NOT VALID: existing rows were never checked",
-        float(len(rows)), [{"table": r[0], "constraint": r[1], "kind": kinds.get(r[2], r[2])} for r in rows],
-        "" if not rows else "ALTER TABLE ... VALIDATE CONSTRAINT name (schema.orphan_rows shows whether a "
+    return counted(
+        ctx, [{"table": r[0], "constraint": r[1], "kind": kinds.get(r[2], r[2])} for r in rows],
+        f"{count_label(len(rows), 'constraint')} NOT VALID: existing rows were never checked",
+        remedy="ALTER TABLE ... VALIDATE CONSTRAINT name (schema.orphan_rows shows whether a "
         "foreign key would fail)",
-        "" if not rows else "VALIDATE CONSTRAINT: SHARE UPDATE EXCLUSIVE (a foreign key also ROW SHARE on the "
+        lock="VALIDATE CONSTRAINT: SHARE UPDATE EXCLUSIVE (a foreign key also ROW SHARE on the "
         "referenced table): reads and writes go on during the scan",
     )
 
@@ -503,7 +496,7 @@ def orphan_rows(ctx: Context) -> Finding:
                              "its triggers are disabled" if triggers_disabled else
                              "written with triggers off (session_replication_role = replica?)"})
     status = ctx.grade(total)
-    message = f"{total:,} rows point at a parent that does not exist, in {count_label(len(evidence), 'foreign key')}"
+    message = f"{total:,} rows whose parent does not exist, in {count_label(len(evidence), 'foreign key')}"
     if skipped:
         message += f"; {count_label(len(skipped), 'large valid key')} not scanned (--deep scans them)"
     return Finding(
@@ -517,6 +510,10 @@ def orphan_rows(ctx: Context) -> Finding:
 
 # --- access ----------------------------------------------------------------------------------------------------------
 
+#: Columns of agentdb's own tables that link to a person or unlock pseudonyms: who asked for erasure, the key.
+_INTERNAL_PERSONAL = (("agentdb", "privacy_requests", "user_id"), ("agentdb", "privacy_settings", "pseudonym_key"))
+
+
 @check("schema.analyst_personal_columns", "The analyst role cannot read personal columns", unit="count",
        critical=Param(1, "count", "personal columns the analyst can read"))
 def analyst_personal_columns(ctx: Context) -> Finding:
@@ -529,21 +526,45 @@ def analyst_personal_columns(ctx: Context) -> Finding:
     allowed = {(t, c) for t, cols in analyst_columns().items() for c in cols}
     personal = [(d.table, d.column) for d in registry()
                 if d.pii.category is not Category.NONE and (d.table, d.column) not in allowed]
-    tables = {r[0] for r in ctx.rows("SELECT relname FROM pg_catalog.pg_class WHERE relnamespace = "
-                                     "'public'::regnamespace AND relkind IN ('r', 'p', 'v')")}
+    candidates = [("public", table, column) for table, column in personal] + list(_INTERNAL_PERSONAL)
     readable = []
-    for table, column in personal:
-        if table not in tables:
+    for schema, table, column in candidates:
+        if not ctx.exists(f"{schema}.{table}"):
             continue
-        if ctx.value("SELECT has_column_privilege(%s, %s, %s, 'SELECT')", [analyst, f"public.{table}", column]):
-            readable.append({"table": f"public.{table}", "column": column, "role": analyst})
-    status = ctx.grade(len(readable))
-    return Finding(
-        status, f"{analyst} can read {count_label(len(readable), 'personal column')} of the "
-        f"{len(personal)} the registry keeps from analysts", float(len(readable)), readable,
-        "" if not readable else f"REVOKE SELECT (column) ON table FROM {analyst} (and table-level SELECT); "  # noqa: S608
+        if ctx.value("SELECT has_schema_privilege(%s, %s, 'USAGE') AND has_column_privilege(%s, %s, %s, 'SELECT')",
+                     [analyst, schema, analyst, f"{schema}.{table}", column]):
+            readable.append({"table": f"{schema}.{table}", "column": column, "role": analyst})
+    return counted(
+        ctx, readable, f"{analyst} can read {len(readable)} of {len(candidates)} protected columns (personal "
+        "columns the registry keeps from analysts, and agentdb's erasure ledger)",
+        remedy=f"REVOKE SELECT (column) ON table FROM {analyst} (and table-level SELECT); "  # noqa: S608
         "then `agentdb new --autogenerate` finds no drift",
-        "" if not readable else "REVOKE: a catalogue update, no lock that blocks reads or writes",
+        lock="REVOKE: a catalogue update, no lock that blocks reads or writes",
+    )
+
+
+@check("schema.pseudonym_key_private", "The erasure pseudonym key is readable by its owner only", unit="count",
+       critical=Param(1, "count", "roles besides the owner that may read the key"))
+def pseudonym_key_private(ctx: Context) -> Finding:
+    """Whoever reads ``agentdb.privacy_settings`` can recompute every erased user's pseudonym from an id."""
+    if not ctx.exists("agentdb.privacy_settings"):
+        return Finding(Status.OK, "not in use: no pseudonym key (migration 010 creates it)")
+    rows = ctx.rows(
+        "SELECT DISTINCT CASE WHEN p.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(p.grantee) END, "
+        "p.privilege_type FROM pg_catalog.pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) p "
+        "WHERE c.oid = 'agentdb.privacy_settings'::regclass AND p.grantee <> c.relowner "
+        "AND p.privilege_type = 'SELECT' "
+        "UNION SELECT CASE WHEN p.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(p.grantee) END, "
+        "'SELECT (' || a.attname || ')' FROM pg_catalog.pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) p "
+        "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid WHERE a.attrelid = 'agentdb.privacy_settings'::regclass "
+        "AND a.attname = 'pseudonym_key' AND p.grantee <> c.relowner AND p.privilege_type = 'SELECT' ORDER BY 1")
+    return counted(
+        ctx, [{"role": r[0], "privilege": r[1]} for r in rows],
+        f"{count_label(len(rows), 'role')} besides its owner may read the pseudonym key "
+        "(agentdb.privacy_settings: with it, erased users' pseudonyms link back to their ids)",
+        remedy="REVOKE SELECT ON agentdb.privacy_settings FROM the roles listed; if the key was read, "
+        "rotate it (pseudonyms of later erasures change)",
+        lock="REVOKE: a catalogue update, no lock that blocks reads or writes",
     )
 
 
@@ -566,10 +587,9 @@ def audit_log_append_only(ctx: Context) -> Finding:
                      "AND tablename = 'audit_log'")
     evidence = [{"role": r[0], "privilege": r[1] + (f" ({r[2]})" if r[2] else "")} for r in rows]
     evidence += [{"rule": r[0], "problem": "a rule can rewrite inserts into updates or deletes"} for r in rules]
-    status = ctx.grade(len(evidence))
-    return Finding(
-        status, f"{count_label(len(evidence), 'grant or rule', 'grants or rules')} let someone other than its "
-        "owner change or delete audit rows", float(len(evidence)), evidence,
-        "" if not evidence else "REVOKE UPDATE, DELETE, TRUNCATE ON public.audit_log FROM the roles listed",
-        "" if not evidence else "REVOKE: a catalogue update, no lock that blocks reads or writes",
+    return counted(
+        ctx, evidence, f"{count_label(len(evidence), 'grant or rule', 'grants or rules')} let others modify audit rows "
+        "(UPDATE, DELETE, TRUNCATE or a rule; only its owner may)",
+        remedy="REVOKE UPDATE, DELETE, TRUNCATE ON public.audit_log FROM the roles listed",
+        lock="REVOKE: a catalogue update, no lock that blocks reads or writes",
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentdb.health.model import Status
-from agentdb.health.registry import Context, Finding, Param, Unknown, check, count_label
+from agentdb.health.registry import Context, Finding, Param, Unknown, check, count_label, counted
 from agentdb.runtime.locks import mask_literals
 
 _MB = 1024.0**2
@@ -69,13 +69,13 @@ def long_running_queries(ctx: Context) -> Finding:
     worst = max((float(r[4]) for r in rows), default=0.0)
     evidence = [{"pid": r[0], "user": r[1], "application": r[2], "seconds": _seconds(r[4]), "query": _query(r[5])}
                 for r in rows]
-    status = ctx.grade(worst) if rows else Status.OK
-    return Finding(
-        status, f"{count_label(len(rows), 'query', 'queries')} running for at least "
-        f"{ctx.p('warning'):.0f}s" + (f", the longest {worst:.0f}s" if rows else ""), worst, evidence,
-        "" if not rows else "find out why; cancel one with SELECT pg_cancel_backend(pid); "
+    return counted(
+        ctx, evidence, f"{count_label(len(rows), 'query', 'queries')} running for at least "
+        f"{ctx.p('warning'):.0f}s" + (f", the longest {worst:.0f}s" if rows else ""),
+        value=worst,
+        remedy="find out why; cancel one with SELECT pg_cancel_backend(pid); "
         "set statement_timeout for the role that runs it",
-        "" if not rows else "none (a cancelled query releases the locks it held)",
+        lock="none (a cancelled query releases the locks it held)",
     )
 
 
@@ -88,13 +88,13 @@ def idle_in_transaction(ctx: Context) -> Finding:
     evidence = [{"pid": r[0], "user": r[1], "application": r[2], "state": r[3], "idle_seconds": _seconds(r[4]),
                  "transaction_seconds": _seconds(r[6]), "holds_back_vacuum": bool(r[7]),
                  "last_query": _query(r[5])} for r in rows]
-    status = ctx.grade(worst) if rows else Status.OK
-    return Finding(
-        status, f"{count_label(len(rows), 'session')} idle in transaction for at least {ctx.p('warning'):.0f}s"
-        + (f", the longest {worst:.0f}s" if rows else ""), worst, evidence,
-        "" if not rows else "fix the client that leaves transactions open; end one with "
+    return counted(
+        ctx, evidence, f"{count_label(len(rows), 'session')} idle in transaction for at least {ctx.p('warning'):.0f}s"
+        + (f", the longest {worst:.0f}s" if rows else ""),
+        value=worst,
+        remedy="fix the client that leaves transactions open; end one with "
         "SELECT pg_terminate_backend(pid); set idle_in_transaction_session_timeout",
-        "" if not rows else "none; ending the session releases its locks and lets vacuum proceed",
+        lock="none; ending the session releases its locks and lets vacuum proceed",
     )
 
 
@@ -122,14 +122,14 @@ def blocked_sessions(ctx: Context) -> Finding:
     evidence = [{"pid": r[0], "user": r[1], "application": r[2], "waiting_seconds": _seconds(r[3]),
                  "query": _query(r[4]), "blocked_by": [blockers.get(p, {"pid": p}) for p in (r[5] or [])]}
                 for r in rows]
-    status = ctx.grade(worst) if rows else Status.OK
     roots = sorted({p for r in rows for p in (r[5] or [])})
-    return Finding(
-        status, f"{count_label(len(rows), 'session')} waiting at least {ctx.p('warning'):.0f}s for a lock"
-        + (f", blocked by pid {', '.join(map(str, roots))}" if rows else ""), worst, evidence,
-        "" if not rows else "end or commit the blocking transaction (pg_terminate_backend(blocker pid)); "
+    return counted(
+        ctx, evidence, f"{count_label(len(rows), 'session')} waiting at least {ctx.p('warning'):.0f}s for a lock"
+        + (f", blocked by pid {', '.join(map(str, roots))}" if rows else ""),
+        value=worst,
+        remedy="end or commit the blocking transaction (pg_terminate_backend(blocker pid)); "
         "give DDL a short lock_timeout",
-        "" if not rows else "none; ending the blocker releases its locks",
+        lock="none; ending the blocker releases its locks",
     )
 
 
@@ -147,7 +147,7 @@ def xid_wraparound(ctx: Context) -> Finding:
     evidence = [{"database": d, "xid_age": int(a)} for d, a in databases[:5]]
     evidence += [{"table": t, "xid_age": int(a)} for t, a in tables]
     return Finding(
-        status, f"oldest unfrozen transaction id is {worst:,} transactions old "
+        status, f"oldest unfrozen transaction id is {worst:,} xids old "
         f"({worst / 2**31:.1%} of the 2^31 limit)", float(worst), evidence,
         "" if status == Status.OK else "VACUUM (FREEZE, VERBOSE) the oldest tables listed; look for what stops "
         "autovacuum (long transactions, replication slots, prepared transactions)",
@@ -279,14 +279,63 @@ def dead_tuples(ctx: Context) -> Finding:
                                   "last_vacuum": vacuumed.isoformat() if vacuumed else None}))
     found.sort(key=lambda f: -f[0])
     worst = found[0][0] if found else 0.0
-    status = ctx.grade(worst) if found else Status.OK
-    return Finding(
-        status, f"{count_label(len(found), 'table')} with more than {ctx.p('warning'):.0%} dead tuples"
-        + (f", the worst {worst:.0%}" if found else ""), worst, [f[1] for f in found],
-        "" if not found else "VACUUM (ANALYZE) the tables listed; if autovacuum never gets there, lower "
+    return counted(
+        ctx, [f[1] for f in found],
+        f"{count_label(len(found), 'table')} with more than {ctx.p('warning'):.0%} dead tuples"
+        + (f", the worst {worst:.0%}" if found else ""),
+        value=worst,
+        remedy="VACUUM (ANALYZE) the tables listed; if autovacuum never gets there, lower "
         "autovacuum_vacuum_scale_factor for them or end the long transactions that hold it back",
-        "" if not found else "SHARE UPDATE EXCLUSIVE: blocks DDL and other vacuums, not reads or writes",
+        lock="SHARE UPDATE EXCLUSIVE: blocks DDL and other vacuums, not reads or writes",
     )
+
+
+_AUTOVACUUM_OFF = r"""
+SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+  AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o WHERE o ~* '^autovacuum_enabled=(false|off|no|n|f|0)$')
+ORDER BY 1
+"""
+
+
+@check("server.autovacuum", "Autovacuum is on and keeps up with every table", unit="count",
+       warning=Param(1, "count", "tables autovacuum does not look after"),
+       max_age=Param(7 * 86400.0, "seconds", "past autovacuum's own trigger point and not vacuumed this long"),
+       min_rows=Param(1_000, "count", "dead tuples a table needs before it counts"))
+def autovacuum(ctx: Context) -> Finding:
+    """Autovacuum off (globally, or per table with ``autovacuum_enabled = false``), or a table past its
+    trigger point (threshold + scale factor x rows, the server-wide settings) and not vacuumed for
+    ``max_age``: dead tuples pile up and wraparound protection comes only as an emergency vacuum."""
+    settings = dict(ctx.rows("SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(%s)",
+                             [["autovacuum", "track_counts", "autovacuum_vacuum_threshold",
+                               "autovacuum_vacuum_scale_factor"]]))
+    found: list[dict[str, Any]] = [{"setting": name, "value": settings[name], "problem": "autovacuum never runs"}
+                                   for name in ("autovacuum", "track_counts") if settings.get(name) == "off"]
+    disabled = {r[0] for r in ctx.rows(_AUTOVACUUM_OFF)}
+    found += [{"table": name, "problem": "autovacuum_enabled = false"} for name in sorted(disabled)]
+    watched = ctx.value("SELECT stats_reset FROM pg_catalog.pg_stat_database WHERE datname = current_database()")
+    threshold = float(settings.get("autovacuum_vacuum_threshold", 50))
+    scale = float(settings.get("autovacuum_vacuum_scale_factor", 0.2))
+    for _oid, name, _live, dead, _mods, vacuumed, _analyzed, reltuples, _rp, _age in _user_tables(ctx):
+        dead = int(dead or 0)
+        if name in disabled or dead < max(ctx.p("min_rows"), threshold + scale * max(float(reltuples or 0), 0.0)):
+            continue
+        # Never vacuumed: judged from when the statistics started counting (a reset, or never).
+        since = vacuumed if vacuumed is not None else watched
+        if since is None or (ctx.now - since).total_seconds() >= ctx.p("max_age"):
+            found.append({"table": name, "problem": "past autovacuum's trigger point, not vacuumed",
+                          "dead_tuples": dead, "last_vacuum": vacuumed.isoformat() if vacuumed else None})
+    finding = counted(
+        ctx, found, f"autovacuum off or behind on {count_label(len(found), 'table or setting', 'tables or settings')}",
+        remedy="turn it back on (ALTER TABLE t RESET (autovacuum_enabled); autovacuum = on); for a table it "
+        "cannot keep up with, VACUUM it and lower its autovacuum_vacuum_scale_factor",
+        lock="VACUUM: SHARE UPDATE EXCLUSIVE (not reads or writes); ALTER TABLE SET/RESET of a storage "
+        "parameter: SHARE UPDATE EXCLUSIVE",
+    )
+    if any("setting" in f for f in found):
+        finding.status = Status.CRITICAL
+    return finding
 
 
 @check("server.stale_statistics", "Tables whose planner statistics are stale", unit="count",
@@ -303,13 +352,12 @@ def stale_statistics(ctx: Context) -> Finding:
         if analyzed is None or mods / size >= ctx.p("changed"):
             found.append({"table": name, "changed_since_analyze": mods, "rows_estimate": int(size),
                           "last_analyze": analyzed.isoformat() if analyzed else None})
-    status = ctx.grade(len(found))
-    return Finding(
-        status, f"{count_label(len(found), 'table')} changed by more than {ctx.p('changed'):.0%} "
-        "since their last ANALYZE (or never analysed)", float(len(found)), found,
-        "" if not found else "ANALYZE the tables listed; check that autovacuum runs (autovacuum = on, "
+    return counted(
+        ctx, found, f"{count_label(len(found), 'table')} with more than {ctx.p('changed'):.0%} changed since ANALYZE "
+        "(or never analysed)",
+        remedy="ANALYZE the tables listed; check that autovacuum runs (autovacuum = on, "
         "track_counts = on) and is not disabled on them",
-        "" if not found else "SHARE UPDATE EXCLUSIVE: blocks DDL, not reads or writes",
+        lock="SHARE UPDATE EXCLUSIVE: blocks DDL, not reads or writes",
     )
 
 
@@ -541,8 +589,8 @@ def duplicate_indexes(ctx: Context) -> Finding:
                 for r in rows]
     status = ctx.grade(len(rows))
     return Finding(
-        status, f"{count_label(len(rows), 'index', 'indexes')} made redundant by another index on the same "
-        "columns (or a longer one that starts with them)", float(len(rows)), evidence,
+        status, f"{count_label(len(rows), 'index', 'indexes')} made redundant by another index (on the same "
+        "columns, or a longer one that starts with them)", float(len(rows)), evidence,
         "" if not rows else "DROP INDEX CONCURRENTLY the redundant index (the one in 'index'); keep the one "
         "it is covered by",
         "" if not rows else "DROP INDEX CONCURRENTLY: SHARE UPDATE EXCLUSIVE on the table, reads and writes go on",
@@ -559,14 +607,13 @@ def invalid_indexes(ctx: Context) -> Finding:
         "JOIN pg_catalog.pg_class t ON t.oid = i.indrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE NOT i.indisvalid AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p "
         "  WHERE p.index_relid = i.indexrelid) ORDER BY 1")
-    status = ctx.grade(len(rows))
-    return Finding(
-        status, f"{count_label(len(rows), 'invalid index', 'invalid indexes')}: never used by queries, "
-        "still maintained by every write", float(len(rows)),
-        [{"index": r[0], "table": r[1], "size_bytes": int(r[2])} for r in rows],
-        "" if not rows else "DROP INDEX CONCURRENTLY it, then CREATE INDEX CONCURRENTLY it again "
+    return counted(
+        ctx, [{"index": r[0], "table": r[1], "size_bytes": int(r[2])} for r in rows],
+        f"{count_label(len(rows), 'invalid index', 'invalid indexes')}: never used by queries, "
+        "still maintained by every write",
+        remedy="DROP INDEX CONCURRENTLY it, then CREATE INDEX CONCURRENTLY it again "
         "(or REINDEX INDEX CONCURRENTLY)",
-        "" if not rows else "SHARE UPDATE EXCLUSIVE on the table (CONCURRENTLY): reads and writes go on",
+        lock="SHARE UPDATE EXCLUSIVE on the table (CONCURRENTLY): reads and writes go on",
     )
 
 

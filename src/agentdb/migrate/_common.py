@@ -59,11 +59,18 @@ def _moving(direction: str, revision: str, settings: RunSettings) -> Iterator[No
         raise out_of_range(direction, revision, at, str(cause)) from cause
 
 
-def migrate(direction: str, revision: str, settings: RunSettings, report_key: str, report: Any) -> None:
-    """Run Alembic's upgrade or downgrade to ``revision`` with ``settings``; ``report`` is filled in by the run."""
+def migrate(direction: str, revision: str, settings: RunSettings, report_key: str, report: Any,
+            progress: Any = None) -> None:
+    """Run Alembic's upgrade or downgrade to ``revision`` with ``settings``; ``report`` is filled in by the run.
+
+    ``progress`` receives the progress of the online changes migrations drive (:mod:`agentdb.online.migration`).
+    """
+    from agentdb.online.migration import HOOKS_KEY, MigrationHooks
+
     config = make_config(settings)
     check_revision(script_directory(config), revision)
     config.attributes[report_key] = report
+    config.attributes[HOOKS_KEY] = MigrationHooks(progress=progress)
     with _moving(direction, revision, settings):
         if direction == "upgrade":
             alembic_command.upgrade(config, revision)

@@ -15,9 +15,17 @@ from agentdb.runtime.settings import RunSettings
 __all__ = ["new_migration", "sql"]
 
 
-def sql(revision_range: str, *, lock_timeout: float | None = None, statement_timeout: float | None = None) -> str:
-    """Offline SQL for ``FROM:TO`` (or ``TO`` from base), upgrade or downgrade as the order implies."""
-    settings = RunSettings().merged(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+def sql(revision_range: str, *, lock_timeout: float | None = None, statement_timeout: float | None = None,
+        database_url: str | None = None) -> str:
+    """Offline SQL for ``FROM:TO`` (or ``TO`` from base), upgrade or downgrade as the order implies.
+
+    Nothing runs on a database.  With ``database_url``, an online change in a
+    migration (007's partitioning) is designed on that database -- its catalogue
+    is read -- so that its phases' SQL can be shown; without, the output says how
+    to get it.
+    """
+    settings = RunSettings().merged(lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                                    database_url=database_url)
     return offline_sql(revision_range, settings)
 
 

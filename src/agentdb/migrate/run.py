@@ -14,6 +14,7 @@ from agentdb.errors import AgentdbError
 from agentdb.migrate._common import migrate as _migrate
 from agentdb.migrate._common import settings_from as _settings
 from agentdb.migrate.inspect import current
+from agentdb.online.engine import ProgressCallback
 from agentdb.runtime.dryrun import REPORT_KEY as _DRY_RUN_KEY
 from agentdb.runtime.dryrun import DryRunReport
 from agentdb.runtime.environment import RunReport
@@ -31,18 +32,25 @@ def upgrade(
     lock_retries: int | None = None,
     run_lock_timeout: float | None = None,
     ignore_checksums: bool | None = None,
+    progress: ProgressCallback | None = None,
+    expand_only: bool | None = None,
 ) -> RunReport:
     """Apply migrations up to ``revision`` (default: the newest).
 
     Refuses to run when an applied migration's file has changed since it ran
-    (see :func:`validate`) unless ``ignore_checksums`` is set.
+    (see :func:`validate`) unless ``ignore_checksums`` is set.  ``progress`` is
+    called after each batch and phase of an online change a migration drives
+    (:class:`agentdb.online.Progress`), for a progress bar.  ``expand_only``
+    leaves the online changes of expand/contract kinds expanded (``agentdb
+    online complete`` contracts them once the old application is gone).
     """
     settings = _settings(
         database_url, data_dir, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
         lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, ignore_checksums=ignore_checksums,
+        expand_only=expand_only,
     )
     report = RunReport()
-    _migrate("upgrade", revision, settings, "agentdb_report", report)
+    _migrate("upgrade", revision, settings, "agentdb_report", report, progress)
     return report
 
 
@@ -56,18 +64,20 @@ def downgrade(
     lock_retries: int | None = None,
     run_lock_timeout: float | None = None,
     purge: bool | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunReport:
     """Roll back to ``revision`` (an id, ``-N`` or ``base``).
 
     A migration's ``op.drop_table`` of a table that holds rows archives them
     first (see :mod:`agentdb.runtime.archive`); ``purge=True`` drops them for real.
+    ``progress`` is called during an online change, as for :func:`upgrade`.
     """
     settings = _settings(
         database_url, data_dir, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
         lock_retries=lock_retries, run_lock_timeout=run_lock_timeout, purge=purge,
     )
     report = RunReport()
-    _migrate("downgrade", revision, settings, "agentdb_report", report)
+    _migrate("downgrade", revision, settings, "agentdb_report", report, progress)
     return report
 
 

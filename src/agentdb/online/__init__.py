@@ -11,7 +11,9 @@ A change is *described* as a plan of phases by its kind (one file each under
     online.status()                                 # every unfinished change, interrupted ones flagged
     online.resume("analytics")                      # after a crash: on from the checkpoint
     online.pause(3); online.resume(3); online.abort(3)
-    online.ensure("analytics", "partition", revision="007", migration_file=__file__)   # from a migration
+    online.ensure("analytics", "partition", revision="007", migration_file=__file__)
+    online.partition_table("analytics", premake=4)  # in a migration's upgrade(): see agentdb.online.migration
+    online.add_column("analytics", "duration_ms", sa.Integer, default=0, nullable=False)   # and the other kinds
 
 Phases of a table rebuild (``partition``, ``unpartition``): *start* (new
 table, capture trigger), *copy* (key-ordered batches, each committed with its
@@ -33,12 +35,29 @@ from agentdb.online.engine import (
     ensure,
     pause,
     plan,
+    plan_on,
     resume,
     run,
     start,
     status,
 )
 from agentdb.online.kinds import KINDS, ChangeKind
+from agentdb.online.migration import (
+    MigrationHooks,
+    add_check,
+    add_column,
+    add_foreign_key,
+    add_unique,
+    alter_column_type,
+    change,
+    create_index,
+    drop_index,
+    merge_columns,
+    partition_table,
+    rename_column,
+    split_column,
+    unpartition_table,
+)
 from agentdb.online.plan import Phase, Plan, Step
 from agentdb.online.settings import OnlineSettings, ThrottleCheck
 from agentdb.online.state import DDL as STATE_DDL
@@ -49,6 +68,7 @@ __all__ = [
     "STATE_DDL",
     "ChangeKind",
     "ChangeStatus",
+    "MigrationHooks",
     "OnlineSettings",
     "Phase",
     "Plan",
@@ -57,12 +77,26 @@ __all__ = [
     "Step",
     "ThrottleCheck",
     "abort",
+    "add_check",
+    "add_column",
+    "add_foreign_key",
+    "add_unique",
+    "alter_column_type",
+    "change",
     "complete",
+    "create_index",
+    "drop_index",
     "ensure",
+    "merge_columns",
+    "partition_table",
     "pause",
     "plan",
+    "plan_on",
+    "rename_column",
     "resume",
     "run",
+    "split_column",
     "start",
     "status",
+    "unpartition_table",
 ]

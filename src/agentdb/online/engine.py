@@ -19,7 +19,8 @@ the checkpoint.
 For tests, ``AGENTDB_ONLINE_KILL_AT`` names points (comma-separated) where the
 driving process sends itself SIGKILL: ``<phase>:before``, ``<phase>:step:<n>``
 and ``<phase>:after`` (after the commit), ``copy:batch:<n>`` (after the n-th
-batch of this process committed), ``copy:batch:<n>:uncommitted`` (inside it),
+batch of this process committed; ``backfill:batch:<n>`` likewise),
+``copy:batch:<n>:uncommitted`` (inside it),
 ``cutover:locked`` (swap done, locks held, not committed).
 """
 
@@ -53,6 +54,7 @@ from agentdb.errors import (
     OnlineStepFailed,
     OnlineVerifyFailed,
 )
+from agentdb.online import backfill as _backfill
 from agentdb.online import state
 from agentdb.online._sql import execute
 from agentdb.online.catalog import describe, find_table
@@ -77,6 +79,7 @@ __all__ = [
     "ensure",
     "pause",
     "plan",
+    "plan_on",
     "resume",
     "run",
     "start",
@@ -292,7 +295,7 @@ class _Driver:
         try:
             while True:
                 record = self.reload()
-                if record.requested == "abort" and record.phase in ("complete", _DONE):
+                if record.requested == "abort" and not self._abortable(record):
                     # Asked too late: the swap is committed; abort() has told the asker so.
                     with _transaction(self.connection):
                         state.update(self.connection, self.id, requested=None)
@@ -314,7 +317,7 @@ class _Driver:
                     state.update(self.connection, self.id, timing=(phase.name, "started"))
                 if phase.sort == "steps":
                     self._steps(phase, record.step)
-                elif phase.sort == "copy":
+                elif phase.sort in ("copy", "backfill"):
                     self._copy(phase)
                 elif phase.sort == "verify":
                     self._verify(phase)
@@ -327,6 +330,14 @@ class _Driver:
         except BaseException as exc:
             self._fail(exc)
             raise
+
+    def _abortable(self, record: ChangeRecord) -> bool:
+        """Before the cut-over, or (an expand/contract kind) anywhere before its contraction completes."""
+        if record.phase == _DONE or record.status == "completed":
+            return False
+        if record.phase == "complete" or record.status == "cut_over":
+            return self.kind.abortable_until_complete and record.step == 0
+        return True
 
     def _fail(self, exc: BaseException) -> None:
         """Record the failure (status failed, one line, no DETAIL) so status() shows it; resumable."""
@@ -403,6 +414,12 @@ class _Driver:
             step = phase.steps[number]
             last = number + 1 == len(phase.steps)
 
+            if step.concurrent:
+                self._concurrent_step(phase, step, number, last)
+                _kill(f"{phase.name}:step:{number + 1}")
+                self._report(phase.name, step.title)
+                continue
+
             def work(step: Step = step, number: int = number, last: bool = last) -> None:
                 for statement in step.statements:
                     execute(self.connection, statement)
@@ -417,6 +434,55 @@ class _Driver:
             _kill(f"{phase.name}:step:{number + 1}")
             self._report(phase.name, step.title)
 
+    def _concurrent_step(self, phase: Phase, step: Step, number: int, last: bool) -> None:
+        """A step whose statements cannot run in a transaction; then the row moves on."""
+        self._run_concurrent(phase.name, step, f"step {number + 1} of phase {phase.name} ({step.title})")
+        with _transaction(self.connection):
+            if last:
+                self._advance(phase.name)
+            else:
+                state.update(self.connection, self.id, step=number + 1)
+
+    def _run_concurrent(self, phase: str, step: Step, what: str) -> None:
+        """Run ``step``'s statements (``CREATE INDEX CONCURRENTLY``...) each in autocommit mode under the
+        quiet lock_timeout, retried on lock timeouts with backoff; on failure its ``undo`` statements clean
+        up (the INVALID index a failed build leaves)."""
+        policy = self.settings.policy()
+        if self.connection.in_transaction():
+            self.connection.commit()
+        pid = int(self.connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+        self.connection.commit()
+        auto = self.connection.execution_options(isolation_level="AUTOCOMMIT")
+        watch = BlockerWatch(self.target.conninfo(), pid, interval=0.1)
+        try:
+            watch.__enter__()
+            auto.exec_driver_sql("SELECT set_config('lock_timeout', %(t)s, false)",
+                                 {"t": f"{int(self.settings.concurrent_lock_timeout * 1000)}ms"})
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    for statement in step.statements:
+                        execute(auto, statement)
+                    break
+                except DBAPIError as exc:
+                    code = sqlstate_of(exc)
+                    for undo in step.undo:
+                        with contextlib.suppress(DBAPIError):
+                            execute(auto, undo)
+                    if code == "55P03" and attempt < policy.attempts:
+                        _log.warning("%s: lock timeout, attempt %d of %d", what, attempt, policy.attempts)
+                        time.sleep(policy.delay(attempt))
+                        continue
+                    if code == "55P03":
+                        raise OnlineLockTimeout(self.table, self.id, what, attempt, watch.blockers()) from None
+                    raise OnlineStepFailed(self.table, self.id, phase, what, code, _first_line(exc)) from None
+        finally:
+            watch.__exit__(None, None, None)
+            with contextlib.suppress(DBAPIError):
+                auto.exec_driver_sql("RESET lock_timeout")
+            if self.connection.in_transaction():
+                self.connection.commit()  # autocommit mode: SQLAlchemy's bookkeeping only
+            self.connection.execution_options(isolation_level="READ COMMITTED")
+
     def _advance(self, phase: str, **values: Any) -> None:
         """Move the row to the next phase, in the caller's transaction (with the phase's last work)."""
         following = self._next(phase)
@@ -427,12 +493,15 @@ class _Driver:
     # -- copy --
 
     def _copy(self, phase: Phase) -> None:
-        spec = phase.copy
+        """The batched phases: a copy into the new table, or a backfill of the table's new columns."""
+        spec: Any = phase.copy if phase.sort == "copy" else phase.backfill
         assert spec is not None
+        begin = begin_copy if phase.sort == "copy" else _backfill.begin
+        batch = next_batch if phase.sort == "copy" else _backfill.next_batch
         checkpoint = self.record.checkpoint
         if not checkpoint:
             with _transaction(self.connection):
-                checkpoint = begin_copy(self.connection, spec)
+                checkpoint = begin(self.connection, spec)
                 estimate = self.kind.rows_estimate(self.connection, self.record.design)
                 if checkpoint is None:  # nothing to copy
                     self._advance(phase.name, rows_estimated=estimate)
@@ -452,8 +521,8 @@ class _Driver:
                         outcome: dict[str, Any] = outcome) -> None:
                 with _transaction(self.connection):
                     _set_local(self.connection, "lock_timeout", self.settings.batch_lock_timeout)
-                    result, following, done = next_batch(self.connection, spec, checkpoint, size)
-                    _kill(f"copy:batch:{self.batches + 1}:uncommitted")
+                    result, following, done = batch(self.connection, spec, checkpoint, size)
+                    _kill(f"{phase.name}:batch:{self.batches + 1}:uncommitted")
                     values: dict[str, Any] = {"checkpoint": following, "batch_size": size,
                                               "rows_done": self.record.rows_done + result.seen}
                     if done:
@@ -464,7 +533,7 @@ class _Driver:
 
             self._batch_with_retries(attempt)
             self.batches += 1
-            _kill(f"copy:batch:{self.batches}")
+            _kill(f"{phase.name}:batch:{self.batches}")
             result = outcome["result"]
             elapsed = time.monotonic() - batch_started
             self.record.rows_done += result.seen
@@ -562,7 +631,7 @@ class _Driver:
 
     def abort(self) -> None:
         record = self.reload()
-        if record.phase in ("complete", _DONE) or record.status in ("cut_over", "completed"):
+        if not self._abortable(record):
             with _transaction(self.connection):
                 state.update(self.connection, self.id, requested=None)
             raise OnlineChangeRefused(self.table, f"change {self.id} is already cut over; it cannot be aborted",
@@ -572,6 +641,11 @@ class _Driver:
             state.update(self.connection, self.id, requested="abort", waiting="aborting")
         steps = self.kind.abort_steps(record.design)
         for number, step in enumerate(steps, 1):
+            if step.concurrent:
+                self._run_concurrent("abort", step, f"abort step {number} ({step.title})")
+                _kill(f"abort:step:{number}")
+                continue
+
             def work(step: Step = step) -> None:
                 for statement in step.statements:
                     execute(self.connection, statement)
@@ -596,9 +670,25 @@ def plan(table: str, kind: str = "partition", *, database_url: str | None = None
     takes and how long it may wait, the estimated rows, and ``Plan.sql()``
     every statement with comments.
     """
+    with _session(database_url, data_dir) as (connection, _target):
+        return plan_on(connection, table, kind, settings=settings, **options)
+
+
+def plan_on(connection: sa.Connection, table: str, kind: str = "partition", *,
+            settings: OnlineSettings | None = None, **options: Any) -> Plan:
+    """:func:`plan` on a connection the caller owns -- a migration's, inside its dry-run transaction, which
+    sees the tables earlier migrations of the same run created.
+
+    Reads only.  It works under a savepoint (or a transaction of its own) that it
+    rolls back, so the session settings the design needs (``search_path``,
+    ``TimeZone``) and the locks it takes do not outlive it.
+    """
     settings = settings or OnlineSettings()
     kind_class = get_kind(kind, table)
-    with _session(database_url, data_dir) as (connection, _target):
+    scope = connection.begin_nested() if connection.in_transaction() else connection.begin()
+    try:
+        connection.exec_driver_sql(
+            "SELECT set_config('search_path', 'pg_catalog, pg_temp', true), set_config('TimeZone', 'UTC', true)")
         schema, name = find_table(connection, table)
         active = state.find_active(connection, schema, name)
         if active is not None:
@@ -608,8 +698,12 @@ def plan(table: str, kind: str = "partition", *, database_url: str | None = None
             raise OnlineChangeBusy(active.table, active.id, holder,
                                    f"phase {active.phase}, driven by client pid {active.client_pid} on {active.host}")
         design = kind_class.design(connection, schema, name, options, new_token())
+        # What run() checks before it starts: the table is still the one this plan was made for.
+        design.setdefault("fingerprint", describe(connection, schema, name).fingerprint())
         rows = kind_class.rows_estimate(connection, design)
-        connection.rollback()
+    finally:
+        if scope.is_active:
+            scope.rollback()
     return Plan(kind, schema, name, design, kind_class.phases(design, settings), rows, settings,
                 kind_class.notes(design))
 
@@ -729,6 +823,9 @@ def ensure(table: str, kind: str = "partition", *, database_url: str | None = No
             raise OnlineChangeBusy(active.table, active.id, None,
                                    f"it is a {active.kind} change at phase {active.phase}, not {kind}")
         if active.status == "cut_over":
+            if settings is not None and not settings.complete:
+                # --expand-only: the change stays expanded (or cut over) until `agentdb online complete`.
+                return _status_of_id(active.id, database_url, data_dir)
             return complete(active.id, database_url=database_url, data_dir=data_dir, progress=progress)
         return resume(active.id, database_url=database_url, data_dir=data_dir, progress=progress,
                       throttle=throttle, migration_file=migration_file)
@@ -737,6 +834,11 @@ def ensure(table: str, kind: str = "partition", *, database_url: str | None = No
         return None
     return start(table, kind, database_url=database_url, data_dir=data_dir, settings=settings, progress=progress,
                  throttle=throttle, revision=revision, migration_file=migration_file, wait=wait, **options)
+
+
+def _status_of_id(change_id: int, database_url: str | None, data_dir: str | Path | None) -> ChangeStatus:
+    with _session(database_url, data_dir) as (connection, _target):
+        return _status_of(connection, _reload(connection, change_id))
 
 
 def _reload(connection: sa.Connection, change_id: int) -> ChangeRecord:
@@ -868,7 +970,9 @@ def abort(change: int | str, *, database_url: str | None = None, data_dir: str |
         record = _find(connection, change)
         if record.status in ("completed", "aborted"):
             raise OnlineChangeNotFound(str(change))
-        if record.status == "cut_over" or record.phase in ("complete", _DONE):
+        expanded = get_kind(record.kind, record.table).abortable_until_complete
+        if (record.status == "cut_over" or record.phase in ("complete", _DONE)) and not (
+                expanded and record.phase == "complete" and record.step == 0):
             raise OnlineChangeRefused(record.table, f"change {record.id} is already cut over; it cannot be aborted",
                                       change_id=record.id,
                                       hint="complete it, then change the table back with another online change")
@@ -882,7 +986,8 @@ def abort(change: int | str, *, database_url: str | None = None, data_dir: str |
                 current = _reload(connection, record.id)
                 if current.status == "aborted":
                     return _status_of(connection, current)
-                if current.phase in ("complete", _DONE) or current.status in ("cut_over", "completed"):
+                if (current.phase == _DONE or current.status == "completed" or (
+                        not expanded and (current.phase == "complete" or current.status == "cut_over"))):
                     raise OnlineChangeRefused(record.table, f"change {record.id} cut over before it could abort",
                                               change_id=record.id)
                 if state.lock_holder(connection, record.table_schema, record.table_name) is None:

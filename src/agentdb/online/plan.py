@@ -38,6 +38,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from psycopg import sql
 
+from agentdb.online import backfill as _backfill
 from agentdb.online import verify as _verify
 from agentdb.online._sql import render
 from agentdb.online.copy import CopySpec, batch_statement, range_statement
@@ -45,7 +46,7 @@ from agentdb.online.settings import OnlineSettings
 
 __all__ = ["CutoverSpec", "Phase", "Plan", "Step"]
 
-PhaseSort = Literal["steps", "copy", "verify", "cutover"]
+PhaseSort = Literal["steps", "copy", "backfill", "verify", "cutover"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,20 @@ class Step:
     #: Python work done in the same transaction after the statements (e.g. registering the table
     #: with partition maintenance); its title says what it does.
     call: Callable[[sa.Connection], None] | None = field(default=None, compare=False)
+    #: Statements that cannot run in a transaction (``CREATE INDEX CONCURRENTLY``): each runs on its own,
+    #: then the change's row moves on in a transaction of its own.  They must be safe to run again
+    #: (a crash between them and the row's update redoes the step).
+    concurrent: bool = False
+    #: For a concurrent step: statements (each on its own) that clean up after it fails, e.g. dropping
+    #: the INVALID index a failed ``CREATE INDEX CONCURRENTLY`` leaves.
+    undo: tuple[sql.Composable, ...] = ()
 
     def as_dict(self, settings: OnlineSettings) -> dict[str, Any]:
         return {
             "title": self.title,
             "locks": list(self.locks),
             "contended": self.contended,
+            "concurrent": self.concurrent,
             "lock_timeout_s": settings.lock_timeout if self.contended else None,
             "may_wait_s": round(settings.worst_wait(), 1) if self.contended else None,
             "statements": len(self.statements),
@@ -90,6 +99,7 @@ class Phase:
     sort: PhaseSort = "steps"
     steps: tuple[Step, ...] = ()
     copy: CopySpec | None = None
+    backfill: _backfill.BackfillSpec | None = None
     verify: _verify.VerifySpec | None = None
     cutover: CutoverSpec | None = None
 
@@ -98,6 +108,9 @@ class Phase:
             assert self.copy is not None
             return [f"ROW SHARE on {'.'.join(self.copy.source)} (FOR KEY SHARE of each batch's rows)",
                     f"ROW EXCLUSIVE on {'.'.join(self.copy.target)}"]
+        if self.sort == "backfill":
+            assert self.backfill is not None
+            return [f"ROW EXCLUSIVE on {'.'.join(self.backfill.table)} (each batch's rows, until it commits)"]
         if self.sort == "verify":
             assert self.verify is not None
             return [f"ACCESS SHARE on {'.'.join(self.verify.source)} and {'.'.join(self.verify.target)}"]
@@ -114,7 +127,7 @@ class Phase:
             data["lock_timeout_s"] = settings.lock_timeout
             data["may_wait_s"] = round(settings.worst_wait(), 1)
             data["swap_statements"] = len(self.cutover.swap.statements) if self.cutover else 0
-        elif self.sort == "copy":
+        elif self.sort in ("copy", "backfill"):
             data["first_batch_rows"] = settings.batch_size
             data["batch_seconds"] = settings.batch_seconds
             data["batch_lock_timeout_s"] = settings.batch_lock_timeout
@@ -144,6 +157,20 @@ class Phase:
                     batch_statement(self.copy, ["<last key>"] * len(self.copy.key), ["<greatest key at start>"] *
                                     len(self.copy.key), None),
                 ))
+        elif self.sort == "backfill":
+            assert self.backfill is not None
+            if self.backfill.uses_ranges:
+                out.append((
+                    f"from min({self.backfill.key[0]}) to its maximum when the backfill starts, one range per "
+                    "batch, each its own transaction committed with the checkpoint, with "
+                    f"{_backfill.BYPASS_SETTING} set locally so the change's trigger lets it through; "
+                    "{batch_size} adapts to the target batch time",
+                    _backfill.statement(self.backfill, None, None),
+                ))
+            else:
+                out.append((
+                    "key-ordered batches of {batch_size} rows (keyset), each its own transaction committed with "
+                    "the checkpoint", _backfill.keyset_statement(self.backfill, None, 0)))
         elif self.sort == "verify":
             assert self.verify is not None
             statements = _verify.statements(self.verify)
@@ -163,6 +190,8 @@ class Phase:
 def _step_comment(step: Step) -> str:
     locks = "; ".join(step.locks) or "no lock on application tables"
     wait = " (short lock_timeout, retried)" if step.contended else ""
+    if step.concurrent:
+        wait += " (outside a transaction)"
     return f"{step.title} -- locks: {locks}{wait}"
 
 

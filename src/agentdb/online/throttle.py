@@ -2,8 +2,10 @@
 
 Three checks, any of which pauses the copy while it says so:
 
-* a replica's replay lag (``pg_stat_replication.replay_lag``) above
-  ``max_replica_lag`` seconds -- the copy's WAL must not leave replicas behind;
+* a physical replica's replay lag (``pg_stat_replication.replay_lag``) above
+  ``max_replica_lag`` seconds (default 1 s) -- the copy's WAL must not leave
+  replicas behind.  Logical walsenders (CDC, logical replication) are left
+  out: a stalled consumer must not stall every online change;
 * a boolean SQL expression given by the operator (``throttle_sql``), e.g.
   ``(SELECT count(*) FROM pg_stat_activity WHERE state = 'active') > 20``,
   evaluated in a READ ONLY transaction;
@@ -24,13 +26,23 @@ from psycopg import sql
 from agentdb.online._sql import execute
 from agentdb.online.settings import OnlineSettings, ThrottleCheck
 
-__all__ = ["REPLICA_LAG_SQL", "throttle_reason"]
+__all__ = ["REPLICA_LAG_SQL", "replica_lag", "throttle_reason"]
 
-#: The worst replay lag among the replicas, in seconds, with the replica's name.
+#: The physical replica furthest behind in replay, and its lag in seconds.  A logical walsender is connected to
+#: a database (``pg_stat_activity.datname``); a physical one is not.
 REPLICA_LAG_SQL = sql.SQL(
-    "SELECT application_name, extract(epoch FROM replay_lag)::float8 FROM pg_catalog.pg_stat_replication "
-    "WHERE replay_lag IS NOT NULL ORDER BY replay_lag DESC LIMIT 1"
+    "SELECT r.application_name, extract(epoch FROM r.replay_lag)::float8 FROM pg_catalog.pg_stat_replication r "
+    "WHERE r.replay_lag IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a "
+    "WHERE a.pid = r.pid AND a.datname IS NOT NULL) ORDER BY r.replay_lag DESC LIMIT 1"
 )
+
+
+def replica_lag(connection: sa.Connection) -> tuple[str, float] | None:
+    """The physical replica furthest behind in replay and its ``replay_lag`` in seconds, or None."""
+    worst = execute(connection, REPLICA_LAG_SQL).first()
+    if worst is None or worst[1] is None:
+        return None
+    return str(worst[0] or "?"), float(worst[1])
 
 
 def throttle_reason(connection: sa.Connection, settings: OnlineSettings, check: ThrottleCheck | None = None
@@ -38,10 +50,9 @@ def throttle_reason(connection: sa.Connection, settings: OnlineSettings, check: 
     """Why the copy should wait now, or None.  Runs and ends (rolls back) its own short transaction."""
     try:
         if settings.max_replica_lag is not None:
-            worst = execute(connection, REPLICA_LAG_SQL).first()
-            if worst is not None and worst[1] is not None and float(worst[1]) > settings.max_replica_lag:
-                return (f"replica {worst[0] or '?'} replay lag {float(worst[1]):.1f}s "
-                        f"> {settings.max_replica_lag:g}s")
+            worst = replica_lag(connection)
+            if worst is not None and worst[1] > settings.max_replica_lag:
+                return f"replica {worst[0]} replay lag {worst[1]:.1f}s > {settings.max_replica_lag:g}s"
         if settings.throttle_sql:
             connection.commit()
             execute(connection, sql.SQL("SET TRANSACTION READ ONLY"))

@@ -4,7 +4,8 @@
 * :mod:`~agentdb.partitions.catalog` -- ``agentdb.partitioned_tables`` (:func:`register`) and the partitions
   a parent has;
 * :mod:`~agentdb.partitions.listing` -- :func:`list_partitions` (``agentdb partitions [TABLE]``);
-* :mod:`~agentdb.partitions.maintenance` -- :func:`maintain_partitions` (``agentdb partitions maintain``);
+* :mod:`~agentdb.partitions.maintenance` -- :func:`maintain_partitions` (``agentdb partitions maintain``) and
+  :func:`create_month_partitions` (given months, past ones too: what a bulk import needs);
 * :mod:`~agentdb.partitions.drift` -- which relations are managed partitions, for Alembic's autogenerate.
 """
 
@@ -20,7 +21,13 @@ from agentdb.partitions.catalog import (
 )
 from agentdb.partitions.drift import ManagedPartitions, is_managed_partition, managed_partitions
 from agentdb.partitions.listing import PartitionInfo, list_partitions
-from agentdb.partitions.maintenance import MaintenanceReport, Step, TableReport, maintain_partitions
+from agentdb.partitions.maintenance import (
+    MaintenanceReport,
+    Step,
+    TableReport,
+    create_month_partitions,
+    maintain_partitions,
+)
 from agentdb.partitions.naming import default_partition_name, month_bounds, partition_name
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "PartitionInfo",
     "Step",
     "TableReport",
+    "create_month_partitions",
     "default_partition_name",
     "ensure_catalog",
     "is_managed_partition",

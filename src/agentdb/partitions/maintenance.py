@@ -76,7 +76,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,7 +98,14 @@ from agentdb.errors import (
 )
 from agentdb.partitions import naming
 from agentdb.partitions._sql import Conn, Statement, execute, find_table, one
-from agentdb.partitions.catalog import BOUNDS_CONSTRAINT, ManagedTable, Partition, managed_tables, partitions_of
+from agentdb.partitions.catalog import (
+    BOUNDS_CONSTRAINT,
+    ManagedTable,
+    Partition,
+    _check_parent,
+    managed_tables,
+    partitions_of,
+)
 from agentdb.runtime import history
 from agentdb.runtime.archive import ARCHIVE_SCHEMA, REGISTRY_DDL, REGISTRY_TABLE
 from agentdb.runtime.locks import BlockerWatch, RetryPolicy, mask_literals, retry_on_lock_timeout, sqlstate_of
@@ -110,6 +117,7 @@ __all__ = [
     "MaintenanceReport",
     "Step",
     "TableReport",
+    "create_month_partitions",
     "maintain_partitions",
 ]
 
@@ -351,7 +359,9 @@ class _TablePlan:
     report: TableReport
 
 
-def _plan_table(connection: Conn, table: ManagedTable, now: datetime) -> _TablePlan:
+def _plan_table(connection: Conn, table: ManagedTable, now: datetime,
+                months: set[datetime] | None = None) -> _TablePlan:
+    """The table's steps; with ``months`` (:func:`create_month_partitions`), only creating those, nothing retired."""
     report = TableReport(table.qualified)
     assert table.oid is not None
     parts = partitions_of(connection, table.oid)
@@ -367,6 +377,8 @@ def _plan_table(connection: Conn, table: ManagedTable, now: datetime) -> _TableP
     wanted = {naming.add_months(current, i) for i in range(table.premake + 1)}
     wanted |= {m for m in waiting if m < horizon} | set(guards) | set(draining)
     beyond = {m: n for m, n in waiting.items() if m >= horizon}
+    if months is not None:
+        wanted, beyond = {naming.month_start(m) for m in months}, {}
     if beyond:
         first = min(beyond)
         report.warnings.append(
@@ -402,7 +414,7 @@ def _plan_table(connection: Conn, table: ManagedTable, now: datetime) -> _TableP
         ))
 
     cutoff = None
-    if table.retention is not None:
+    if table.retention is not None and months is None:
         cutoff = one(connection, sql.SQL("SELECT CAST({} AS timestamptz) - CAST({} AS interval)").format(
             sql.Literal(now), sql.Literal(table.retention)))
     created = [s for s in steps if s.action == "create"]
@@ -906,40 +918,11 @@ def _maintenance_lock(connection: sa.Connection, wait: float, poll: float = 0.1)
         connection.commit()
 
 
-def _allow_maintain_direction(maintainer: _Maintainer) -> None:
-    """Make ``agentdb.migration_runs`` accept the direction ``maintain`` (additively, keeping what it accepts).
-
-    Until :mod:`agentdb.runtime.history` declares ``maintain`` itself: a no-op
-    once its CHECK constraint mentions it.
-    """
-    connection = maintainer.connection
-    runs = f"{history.INTERNAL_SCHEMA}.{history.RUNS_TABLE}"
-    found = execute(connection, sql.SQL(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = CAST({} AS regclass) "
-        "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE {}"
-    ).format(sql.Literal(runs), sql.Literal("%direction%")))
-    connection.commit()
-    if not found or "'maintain'" in found[0][1]:
-        return
-    name, definition = found[0]
-    expression = definition.removeprefix("CHECK ")
-
-    def widen() -> None:
-        maintainer.lock((_ident(history.INTERNAL_SCHEMA, history.RUNS_TABLE), "ACCESS EXCLUSIVE"))
-        # The expression is the catalogue's own text of the existing constraint, not user input.
-        execute(connection, sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}, ADD CONSTRAINT {} CHECK (").format(
-            _ident(history.INTERNAL_SCHEMA, history.RUNS_TABLE), sql.Identifier(name), sql.Identifier(name))
-            + sql.SQL(expression) + sql.SQL(" OR direction = 'maintain') NOT VALID"))
-
-    maintainer.step("allow direction maintain in the run history", widen)
-
-
 def _record(maintainer: _Maintainer, report: MaintenanceReport, error: str | None) -> None:
     connection = maintainer.connection
     if connection.in_transaction():
         connection.rollback()
-    history.bootstrap(connection)
-    _allow_maintain_direction(maintainer)
+    history.bootstrap(connection)  # also lets an older history table accept the direction maintain
     assert report.finished_at is not None
     report.recorded = True
     record = history.RunRecord(
@@ -1010,6 +993,107 @@ def maintain_partitions(
         error.report = report
         raise error
     return report
+
+
+def create_month_partitions(
+    table: str,
+    months: Iterable[datetime],
+    *,
+    database_url: str | None = None,
+    data_dir: str | Path | None = None,
+    lock_timeout: float = 0.2,
+    lock_retries: int = 20,
+    retry_delay: float = 0.25,
+    lock_wait: float = 5.0,
+    batch_rows: int = 5000,
+) -> MaintenanceReport:
+    """Give each of ``months`` of ``table`` its month partition, past months included (a bulk import's rows).
+
+    The months are made exactly as :func:`maintain_partitions` makes one (same
+    locks in the same order, same lock, rows of the month drained out of the
+    DEFAULT partition first, recorded in the run history when something was
+    created), but nothing else is done: no premake, no retention.  ``table``
+    need not be registered: a table partitioned by RANGE on one ``timestamptz``
+    column is enough (its registration, if any, is used).  A month already
+    covered is left alone.  Raises :class:`~agentdb.errors.PartitionMaintenanceFailed`
+    (``.report`` attached) when a month could not be made.
+    """
+    if batch_rows < 1:
+        raise PartitionTableInvalid(table, f"batch_rows {batch_rows} must be at least 1")
+    settings = RunSettings.from_sources({}, {}).merged(
+        database_url=database_url, data_dir=str(data_dir) if data_dir else None)
+    target = resolve(settings.database_url, settings.data_dir)
+    engine = create_engine(target)
+    report = MaintenanceReport(uuid.uuid4(), target.redacted(), False, datetime.now(UTC))
+    wanted = {naming.month_start(m) for m in months}
+    try:
+        with connect(engine, target) as connection:
+            managed = _managed_or_partitioned(connection, table)
+            connection.commit()
+            maintainer = _Maintainer(
+                engine, target, connection, lock_timeout=lock_timeout,
+                policy=RetryPolicy(attempts=lock_retries, base_delay=retry_delay, max_delay=5.0),
+                batch_rows=batch_rows, run_id=report.run_id)
+            try:
+                if wanted:
+                    _create_months(maintainer, report, managed, wanted, lock_wait)
+            finally:
+                maintainer.close()
+    finally:
+        engine.dispose()
+    report.finished_at = report.finished_at or datetime.now(UTC)
+    failed = [f"{t.table}: {t.error}" for t in report.tables if t.error]
+    if failed:
+        error = PartitionMaintenanceFailed(failed)
+        error.report = report
+        raise error
+    return report
+
+
+def _managed_or_partitioned(connection: sa.Connection, table: str) -> ManagedTable:
+    """The catalogue's row of ``table``, or one made up for a partitioned table that is not registered."""
+    found = find_table(connection, table)
+    registered = managed_tables(connection, found.qualified)
+    if registered:
+        return registered[0]
+    key = execute(connection, sql.SQL(
+        "SELECT a.attname FROM pg_partitioned_table p JOIN pg_attribute a ON a.attrelid = p.partrelid "
+        "AND a.attnum = p.partattrs[0] WHERE p.partrelid = {}").format(sql.Literal(found.oid)))
+    column = str(key[0][0]) if key else ""
+    _check_parent(connection, found, column)
+    return ManagedTable(found.schema, found.name, column, premake=0, retention=None, retention_action="detach",
+                        oid=found.oid)
+
+
+def _create_months(maintainer: _Maintainer, report: MaintenanceReport, managed: ManagedTable,
+                   months: set[datetime], lock_wait: float) -> None:
+    connection = maintainer.connection
+    with _maintenance_lock(connection, lock_wait):
+        pid = int(one(connection, sql.SQL("SELECT pg_backend_pid()")))
+        connection.commit()
+        with BlockerWatch(maintainer.target.conninfo(), pid, interval=maintainer.watch_interval) as watch:
+            maintainer.watch = watch
+            with _online_changes_held_off(connection, managed) as busy:
+                if busy:
+                    skipped = _skipped(managed, busy)
+                    skipped.errors.append(busy)
+                    report.tables.append(skipped)
+                else:
+                    moment = _moment(connection, None)
+                    connection.commit()
+                    if managed.oid is None:
+                        raise PartitionTableInvalid(managed.qualified, "it is no partitioned table any more")
+                    plan = _plan_table(connection, managed, moment, months)
+                    connection.commit()
+                    report.plan.extend(plan.steps)
+                    report.tables.append(plan.report)
+                    _execute(maintainer, managed, plan.steps, plan.report)
+            maintainer.watch = None
+        report.lock_retries = maintainer.retries
+        report.finished_at = datetime.now(UTC)
+        failed = [f"{t.table}: {t.error}" for t in report.tables if t.error]
+        if report.changed or failed:
+            _record(maintainer, report, "; ".join(failed) or None)
 
 
 def _run(maintainer: _Maintainer, report: MaintenanceReport, *, table: str | None, now: datetime | None,

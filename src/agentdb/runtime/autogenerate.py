@@ -29,6 +29,10 @@ still alembic_utils' (``PGGrantTable`` with ``op.create_entity`` /
 ``op.drop_entity``), so a generated migration imports alembic_utils, never
 agentdb.
 
+The partitions partition maintenance manages (``analytics_p202611``, the
+DEFAULT one) exist in the database and in no model: ``include_name`` and
+``include_object`` leave them out, so they are expected, not drift.
+
 Triggers and policies on a table the migration creates cannot be simulated
 either (their table does not exist yet): ``include_object`` holds them back
 from alembic_utils and step 3 creates them after the table.
@@ -131,13 +135,23 @@ class Comparison:
     database_grants: dict[tuple[str, str, str], PGGrantTable] = field(default_factory=dict)
     #: Triggers and policies of tables the migration creates, created by the last comparator.
     pending: list[ReplaceableEntity] = field(default_factory=list)
+    #: The partitions partition maintenance manages (read when the comparison starts): expected, not drift.
+    partitions: Any = None
 
     @property
     def roles(self) -> list[str]:
         return sorted(entities.role_names(self.prefix).values())
 
+    def include_name(self, name: str | None, type_: str, parent_names: Any) -> bool:
+        """Alembic's ``include_name``: leave out the managed partitions (``analytics_p202611``...) and theirs."""
+        return self.partitions is None or bool(self.partitions.include_name(name, type_, parent_names))
+
     def include_object(self, obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        """Alembic's ``include_object``: hold back a trigger or policy whose table does not exist yet."""
+        """Alembic's ``include_object``: hold back a trigger or policy whose table does not exist yet; leave out
+        managed partitions."""
+        if self.partitions is not None and not self.partitions.include_object(obj, name, type_, reflected,
+                                                                              compare_to):
+            return False
         if reflected or self.existing is None or not isinstance(obj, PGTrigger | PGPolicy):
             return True
         schema, _, table = obj.on_entity.partition(".")
@@ -147,7 +161,8 @@ class Comparison:
         return True
 
     def start(self, connection: sa.Connection) -> None:
-        """Register the declaration with alembic_utils and read the database's tables and privileges."""
+        """Register the declaration with alembic_utils and read the database's tables, privileges and managed
+        partitions (this runs first, before Alembic reflects the tables)."""
         declared = [*entities.functions(), *entities.triggers(), *entities.views()]
         registry.clear()  # type: ignore[no-untyped-call]
         register_entities(declared, entity_types=ENTITY_TYPES)
@@ -158,16 +173,22 @@ class Comparison:
 
         The health check (:mod:`agentdb.health`) compares grants with this alone, in a read-only transaction.
         """
+        from agentdb.partitions import managed_partitions
+
+        self.partitions = managed_partitions(connection)
         self.pending = []
         self.declared_grants = entities.grants(self.prefix)
         self.existing = defaultdict(set)
         for table, column in connection.execute(_RELATIONS, {"schema": _SCHEMA}):
-            self.existing[table].add(column)
+            if not self.partitions.is_managed(table, _SCHEMA):
+                self.existing[table].add(column)
         self.existing = dict(self.existing)
         grouped: dict[tuple[str, str, str], tuple[set[str], bool]] = {}
         for table, role, privilege, grantable, column in connection.execute(
             _PRIVILEGES, {"schema": _SCHEMA, "roles": self.roles}
         ):
+            if self.partitions.is_managed(table, _SCHEMA):  # a partition's grants follow its parent's
+                continue
             columns, all_grantable = grouped.get((table, role, privilege), (set(), True))
             if column is not None:
                 columns.add(column)
@@ -201,7 +222,8 @@ def options(prefix: str | None = None) -> dict[str, Any]:
     schemas are agentdb's bookkeeping, not models.
     """
     comparison = Comparison(prefix)
-    return {"include_schemas": False, "include_object": comparison.include_object, OPTION: comparison}
+    return {"include_schemas": False, "include_name": comparison.include_name,
+            "include_object": comparison.include_object, OPTION: comparison}
 
 
 def _comparison(autogen_context: AutogenContext) -> Comparison | None:

@@ -23,7 +23,10 @@ The work is split the usual way (describe, then execute):
 
    A migration that uses ``op.get_context().autocommit_block()`` cannot be
    rolled back, so it cannot be rehearsed: the dry run refuses it with
-   :class:`~agentdb.errors.NotTransactional` before running anything.
+   :class:`~agentdb.errors.NotTransactional` before running anything.  An
+   online change (:mod:`agentdb.online.migration`) is the exception: it is
+   planned on the dry run's transaction and its plan reported
+   (:attr:`StepObservation.online`), never run.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ class StepObservation:
     rewritten: tuple[str, ...]
     #: What the archive did: rows it would archive, restore or purge (see :mod:`agentdb.runtime.archive`).
     archive: tuple[dict[str, Any], ...] = ()
+    #: The online changes the step would drive, planned but not run (:mod:`agentdb.online.migration`):
+    #: kind, table and the plan (phases, the locks each step takes, estimated rows).
+    online: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,7 @@ class _DryRun:
         self.policy = RetryPolicy(attempts=settings.lock_retries, base_delay=settings.retry_delay)
         self.log = _StatementLog()
         self.current: PlannedStep | None = None
+        self.hooks: Any = None
 
     def wrap(self, original: Callable[..., Iterable[Any]]) -> Callable[..., list[Any]]:
         def steps(heads: Any, migration_context: MigrationContext) -> list[Any]:
@@ -311,6 +318,7 @@ class _DryRun:
         @functools.wraps(migration_fn)
         def run(**kw: Any) -> None:
             self.current = plan
+            self.hooks.begin_step(plan.revision, step.revision.path)
             relations_before = _relations(self.connection)
             locks_before = _relation_locks(self.connection, self.pid)
             if self.watch is not None:
@@ -334,6 +342,7 @@ class _DryRun:
                 DryRunStep(plan, StepObservation(
                     tuple(self.log.statements), duration, locks, rewritten,
                     tuple(events[0].events) if events else (),
+                    tuple(dict(change) for change in self.hooks.changes),
                 ))
             )
             _log.debug("dry run: %s %s took %.0f ms", plan.direction, plan.revision, duration)
@@ -357,6 +366,10 @@ def run_dry(
     if connection.in_transaction():
         connection.commit()
     dry = _DryRun(connection, settings, pid, report, context.script, watch)
+    # An online change in a migration is planned on this transaction, not run (agentdb.online.migration).
+    from agentdb.runtime.environment import online_hooks
+
+    dry.hooks = online_hooks(context, "dry_run", settings)
     original = context.context_opts.get("fn")
     if original is not None:
         options = {**options, "fn": dry.wrap(original)}

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
@@ -68,7 +68,13 @@ from agentdb.runtime.locks import (
 from agentdb.runtime.settings import RunSettings
 from agentdb.runtime.validation import current_heads, require_valid
 
-__all__ = ["RUN_LOGGER", "RunReport", "StepResult", "configure_options", "describe_event", "run_env"]
+if TYPE_CHECKING:
+    from agentdb.online.migration import MigrationHooks
+
+__all__ = [
+    "RUN_LOGGER", "RunReport", "StepResult", "configure_options", "describe_event", "describe_online",
+    "online_hooks", "run_env",
+]
 
 _log = logging.getLogger("agentdb.runtime")
 
@@ -93,6 +99,8 @@ class StepResult:
     events: tuple[dict[str, Any], ...] = ()
     #: The migration file's name without ``.py`` (``005_add_analytics_tables``).
     name: str = ""
+    #: The online changes the step drove (:mod:`agentdb.online.migration`): id, kind, table, rows, timings.
+    online: tuple[dict[str, Any], ...] = ()
 
     def describe(self) -> str:
         """One line, at most 100 columns: ``upgrade 005_add_analytics_tables (24 ms)``.
@@ -110,6 +118,16 @@ class StepResult:
         if len(text) > room:
             text = text[: max(room - 1, 0)].rstrip(" ,;:") + "…"
         return head + text + tail
+
+
+def describe_online(change: dict[str, Any]) -> str:
+    """An online change a step drove: ``partition of public.analytics: 2,000,000 rows, ACCESS EXCLUSIVE 41 ms``."""
+    if change.get("done_already"):
+        return f"{change['kind']} of {change['table']}: nothing to do, done already"
+    text = f"{change['kind']} of {change['table']} (online change {change.get('id')}): {change.get('rows', 0):,} rows"
+    if change.get("lock_hold_ms") is not None:
+        text += f", ACCESS EXCLUSIVE held {change['lock_hold_ms']:.0f} ms"
+    return text
 
 
 def describe_event(event: dict[str, Any]) -> str:
@@ -233,8 +251,29 @@ def _run_offline(context: EnvironmentContext, settings: RunSettings) -> None:
     context.execute(f"SET lock_timeout = '{int(settings.lock_timeout * 1000)}ms'")
     context.execute(f"SET statement_timeout = '{int(settings.statement_timeout * 1000)}ms'")
     context.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA}")
+    hooks = online_hooks(context, "sql", settings)
+    # An online change is designed only on a database the caller named (`agentdb sql --database-url`);
+    # never on the embedded server, which this would start.
+    hooks.data_dir = None
     with context.begin_transaction():
         context.run_migrations()
+
+
+def online_hooks(context: EnvironmentContext, mode: str, settings: RunSettings) -> MigrationHooks:
+    """The :class:`~agentdb.online.migration.MigrationHooks` of this run, created if the caller gave none.
+
+    A caller (the CLI) may put its own in ``config.attributes`` to give a progress callback.
+    """
+    from agentdb.online.migration import HOOKS_KEY, MigrationHooks
+
+    given = context.config.attributes.get(HOOKS_KEY)
+    hooks = given if isinstance(given, MigrationHooks) else MigrationHooks()
+    hooks.mode = mode
+    hooks.database_url = settings.database_url
+    hooks.data_dir = settings.data_dir
+    hooks.expand_only = settings.expand_only
+    context.config.attributes[HOOKS_KEY] = hooks
+    return hooks
 
 
 def _target_url(context: EnvironmentContext, settings: RunSettings) -> str | None:
@@ -293,6 +332,7 @@ class _Run:
         self.run_id = uuid.uuid4()
         self.policy = RetryPolicy(attempts=settings.lock_retries, base_delay=settings.retry_delay)
         self.report: RunReport = context.config.attributes.get("agentdb_report") or RunReport()
+        self.hooks = online_hooks(context, "run", settings)
         self.current: tuple[RevisionStep, datetime] | None = None
         #: Steps whose transaction has not committed yet: reported by :meth:`committed`, dropped on failure.
         self.pending: list[StepResult] = []
@@ -309,6 +349,8 @@ class _Run:
             _run_log.info("%s", result.describe())
             for event in result.events:
                 _run_log.info("  %s", describe_event(event))
+            for change in result.online:
+                _run_log.info("  %s", describe_online(change))
         self.pending.clear()
 
     def wrap(self, original: Callable[..., Iterable[Any]]) -> Callable[..., list[Any]]:
@@ -331,6 +373,7 @@ class _Run:
             revision = step.revision.revision
             started = datetime.now(UTC)
             self.current = (step, started)
+            self.hooks.begin_step(revision, step.revision.path)
             clock = time.perf_counter()
             if self.watch is not None:
                 self.watch.forget()
@@ -348,12 +391,17 @@ class _Run:
             finished = datetime.now(UTC)
             record = self._record(step, started, finished, success=True)
             events = tuple(dict(event) for event in last[0].events) if last else ()
+            online = tuple(dict(change) for change in self.hooks.changes)
+            details: dict[str, Any] = {}
             if events:
-                record.details = {"archive": list(events)}
+                details["archive"] = list(events)
+            if online:
+                details["online"] = list(online)
+            record.details = details or None
             record_run(self.connection, record)
             self.pending.append(StepResult(
                 revision, direction, _first_line(step.revision.doc),
-                round((time.perf_counter() - clock) * 1000, 1), events, Path(step.revision.path).stem,
+                round((time.perf_counter() - clock) * 1000, 1), events, Path(step.revision.path).stem, online,
             ))
 
         return run
@@ -387,10 +435,10 @@ class _Run:
         reason = _reason(exc)
         if self.connection.in_transaction():
             self.connection.rollback()
-        record_run(
-            self.connection,
-            self._record(step, started, datetime.now(UTC), success=False, sqlstate=state, error=reason),
-        )
+        failed = self._record(step, started, datetime.now(UTC), success=False, sqlstate=state, error=reason)
+        if self.hooks.changes:
+            failed.details = {"online": list(self.hooks.changes)}
+        record_run(self.connection, failed)
         self.connection.commit()
         refusal = guards.refusal_of(exc)
         if refusal is not None:

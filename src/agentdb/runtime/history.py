@@ -34,6 +34,7 @@ __all__ = [
     "VERSION_TABLE",
     "AppliedMigration",
     "RunRecord",
+    "allow_maintain",
     "applied_migrations",
     "bootstrap",
     "file_checksum",
@@ -53,7 +54,8 @@ _BOOTSTRAP = [
         id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         run_id          uuid NOT NULL,
         revision        text NOT NULL,
-        direction       text NOT NULL CHECK (direction IN ('upgrade', 'downgrade', 'repair')),
+        direction       text NOT NULL CONSTRAINT migration_runs_direction_check
+                        CHECK (direction IN ('upgrade', 'downgrade', 'repair', 'maintain')),
         filename        text,
         description     text,
         checksum        text CHECK (checksum ~ '^[0-9a-f]{{64}}$'),
@@ -80,6 +82,8 @@ def bootstrap(connection: sa.Connection) -> None:
     """Create the internal schema and the run history table if missing, and commit.
 
     Runs under the run lock, so concurrent first runs do not race on the catalogue.
+    A history table made by an agentdb older than partition maintenance gets the
+    direction ``maintain`` added to its CHECK (:func:`allow_maintain`).
     """
     exists = connection.execute(
         sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{INTERNAL_SCHEMA}.{RUNS_TABLE}"}
@@ -87,7 +91,31 @@ def bootstrap(connection: sa.Connection) -> None:
     if not exists:
         for statement in _BOOTSTRAP:
             connection.execute(sa.text(statement))
+    else:
+        allow_maintain(connection)
     connection.commit()
+
+
+def allow_maintain(connection: sa.Connection) -> bool:
+    """Make an existing history table accept the direction ``maintain``; True when it had to change.
+
+    Reads the CHECK constraint on ``direction`` from the catalogue and, when it does
+    not name ``maintain``, replaces it in the caller's transaction (a short ACCESS
+    EXCLUSIVE lock on the history table; the caller commits).
+    """
+    found = connection.execute(sa.text(
+        "SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = CAST(:runs AS regclass) AND contype = 'c' "
+        "AND pg_catalog.pg_get_constraintdef(oid) LIKE '%direction%' "
+        "AND pg_catalog.pg_get_constraintdef(oid) NOT LIKE '%''maintain''%'"
+    ), {"runs": f"{INTERNAL_SCHEMA}.{RUNS_TABLE}"}).scalars().all()
+    if not found:
+        return False
+    drops = ", ".join(f'DROP CONSTRAINT "{name}"' for name in found)
+    connection.execute(sa.text(
+        f"ALTER TABLE {INTERNAL_SCHEMA}.{RUNS_TABLE} {drops}, ADD CONSTRAINT migration_runs_direction_check "
+        "CHECK (direction IN ('upgrade', 'downgrade', 'repair', 'maintain'))"
+    ))
+    return True
 
 
 def file_checksum(path: str | Path) -> str:

@@ -28,6 +28,7 @@ def _revision_of(path: Path) -> tuple[str, str | None]:
 def main(file: str, argv: list[str] | None = None) -> None:
     """Entry point used by the ``if __name__ == "__main__"`` block of every migration."""
     from agentdb import migrate
+    from agentdb.cli._common import online_progress_bar
     from agentdb.errors import AgentdbError
 
     path = Path(file).resolve()
@@ -37,6 +38,8 @@ def main(file: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: DATABASE_URL or embedded)")
     parser.add_argument("--data-dir", default=None, help="embedded server data directory")
     args = parser.parse_args(argv)
+    # An online change (007's conversion of analytics) shows its phases, rows, rows/s and ETA on a terminal.
+    bar, progress = online_progress_bar()
     try:
         revision, down_revision = _revision_of(path)
         state = migrate.current(database_url=args.database_url, data_dir=args.data_dir)
@@ -46,17 +49,25 @@ def main(file: str, argv: list[str] | None = None) -> None:
             if not applied:
                 print(f"{revision} is not applied (database at {where}); nothing to undo")
                 return
-            report = migrate.downgrade(down_revision or "base", database_url=args.database_url, data_dir=args.data_dir)
+            with bar:
+                report = migrate.downgrade(down_revision or "base", database_url=args.database_url,
+                                           data_dir=args.data_dir, progress=progress)
         else:
             if applied:
                 print(f"{revision} is already applied (database at {where})")
                 return
-            report = migrate.upgrade(revision, database_url=args.database_url, data_dir=args.data_dir)
+            with bar:
+                report = migrate.upgrade(revision, database_url=args.database_url, data_dir=args.data_dir,
+                                         progress=progress)
     except AgentdbError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    from agentdb.runtime.environment import describe_online
+
     for step in report.steps:
         print(step.describe())
+        for change in step.online:
+            print(f"  {describe_online(change)}")
     if not report.steps:
         print("nothing to do")
 

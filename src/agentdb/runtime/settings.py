@@ -68,6 +68,9 @@ class RunSettings:
     #: Drop the rows of non-empty tables for real on downgrade instead of archiving them
     #: (see :mod:`agentdb.runtime.archive`).
     purge: bool = False
+    #: Online changes of expand/contract kinds stop expanded (both application versions work) instead of
+    #: contracting; ``agentdb online complete`` contracts later (see :mod:`agentdb.online.migration`).
+    expand_only: bool = False
 
     @classmethod
     def from_sources(
@@ -90,7 +93,7 @@ class RunSettings:
     def _convert(name: str, raw: str) -> Any:
         if name in {"database_url", "data_dir"}:
             return raw
-        if name in {"ignore_checksums", "dry_run", "purge"}:
+        if name in {"ignore_checksums", "dry_run", "purge", "expand_only"}:
             return _parse_bool(raw, name)
         if name == "lock_retries":
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["PII", "Category", "Erasure", "not_personal", "personal"]
+__all__ = ["PII", "Category", "Erasure", "RowTime", "not_personal", "personal", "row_time"]
 
 
 class Category(StrEnum):
@@ -89,6 +89,20 @@ class PII:
         return not self.personal or self.analyst
 
 
+@dataclass(frozen=True)
+class RowTime:
+    """A timestamp that says when its row was written: personal data exactly when its row is about a person.
+
+    The ``created_at``/``updated_at`` helpers of :mod:`agentdb.schema._base`
+    declare it, because the same helper serves catalogue tables and users'
+    tables.  The registry resolves it per table: behavioural data erased with
+    the row in a table whose rows go with the person, kept (anonymised) in a
+    table that only links to them, not personal elsewhere.
+    """
+
+    what: str = "when the row was written"
+
+
 def personal(category: Category, erasure: Erasure, reason: str = "", *, analyst: bool = False) -> dict[str, PII]:
     """``Column(..., info=personal(Category.CONTACT, Erasure.DELETE_ROW))``."""
     return {"pii": PII(category, erasure, reason, analyst)}
@@ -97,3 +111,8 @@ def personal(category: Category, erasure: Erasure, reason: str = "", *, analyst:
 def not_personal(reason: str) -> dict[str, PII]:
     """``Column(..., info=not_personal("a fixed list of values"))``."""
     return {"pii": PII.none(reason)}
+
+
+def row_time(what: str = "when the row was written") -> dict[str, RowTime]:
+    """``Column(..., info=row_time())``: see :class:`RowTime`."""
+    return {"pii": RowTime(what)}

@@ -97,6 +97,7 @@ analytics = sa.Table(
               info=personal(C.PSEUDONYMOUS, E.NULLIFY, analyst=True),
               comment="Client session, random per session; pseudonymous, cleared by erasure"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
+              info=personal(C.BEHAVIOURAL, E.KEEP, ANONYMOUS_EVENT, analyst=True),
               comment="When the event happened; the future partition key"),
     sa.PrimaryKeyConstraint("id", "created_at"),
     sa.CheckConstraint("event_type ~ '^[a-z][a-z0-9_.]{0,63}$'", name="event_type_format"),
@@ -106,6 +107,7 @@ analytics = sa.Table(
     sa.Index(None, "user_id"),
     sa.Index(None, "track_id"),
     sa.Index(None, "created_at", postgresql_using="brin"),
+    sa.Index("analytics_event_type_created_at_idx", "event_type", "created_at"),  # 011, built online
     comment="Product analytics events (plays, skips, searches); the largest table, partitioned later by created_at",
 )
 
@@ -151,7 +153,9 @@ audit_log = sa.Table(
     sa.Column("entity_type", sa.Text, nullable=False,
               info=not_personal(ENUM),
               comment="Kind of row changed: " + ", ".join(t.entity_type for t in AUDITED_TABLES)),
-    sa.Column("entity_id", sa.BigInteger, nullable=False, comment="id of the changed row; no foreign key"),
+    sa.Column("entity_id", sa.BigInteger, nullable=False,
+              info=personal(C.PSEUDONYMOUS, E.KEEP, AUDIT_REASON, analyst=True),
+              comment="id of the changed row; no foreign key"),
     sa.Column("action", sa.Text, nullable=False, info=not_personal(ENUM), comment="insert, update or delete"),
     sa.Column("actor", sa.Text, nullable=False,
               info=personal(C.IDENTIFIER, E.KEEP, AUDIT_REASON),
@@ -170,9 +174,10 @@ audit_log = sa.Table(
         info=personal(C.PSEUDONYMOUS, E.KEEP, AUDIT_REASON),
         comment="The user whose personal data the row holds, for erasure; no foreign key, it outlives the user",
     ),
-    sa.Column("transaction_id", sa.BigInteger, nullable=False,
+    sa.Column("transaction_id", sa.BigInteger, nullable=False, info=not_personal("a transaction number"),
               comment="txid_current() of the changing transaction, to group changes"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
+              info=personal(C.BEHAVIOURAL, E.KEEP, AUDIT_REASON, analyst=True),
               comment="When the change was made (start of its transaction)"),
     sa.CheckConstraint(in_check("entity_type", tuple(t.entity_type for t in AUDITED_TABLES)), name="entity_type_valid"),
     sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name="action_valid"),

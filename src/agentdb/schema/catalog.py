@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 ENUM = "a value from a fixed list"
+ADDED_TO_OTHERS = ("goes with the owner's playlist; in another person's playlist the entry stays, anonymous once "
+                   "added_by_user_id is cleared")
 
 #: Roles a credit can have; a CHECK constraint, not an enum type, so adding one is a one-line migration.
 CREDIT_ROLES = ("main", "featured", "producer", "composer", "lyricist", "remixer", "performer", "mixer")
@@ -165,6 +167,7 @@ track_artists = sa.Table(
     sa.Column("role", sa.Text, nullable=False, server_default=sa.text("'main'"),
               info=not_personal(ENUM), comment="What the artist did: " + ", ".join(CREDIT_ROLES)),
     sa.Column("position", sa.SmallInteger, nullable=False, server_default=sa.text("1"),
+              info=not_personal("order of a credit in the catalogue"),
               comment="Order of the credit as displayed, from 1"),
     created_at(),
     sa.UniqueConstraint("track_id", "artist_id", "role"),
@@ -213,9 +216,10 @@ playlists = sa.Table(
     sa.Column("description", sa.Text, nullable=True,
               info=personal(C.FREE_TEXT, E.DELETE_ROW), comment="Playlist description"),
     sa.Column("is_public", sa.Boolean, nullable=False, server_default=sa.false(),
+              info=personal(C.PREFERENCE, E.DELETE_ROW, analyst=True),
               comment="Whether other users can see the playlist"),
     sa.Column("collaborative", sa.Boolean, nullable=False, server_default=sa.false(),
-              comment="Whether other users can add tracks"),
+              info=personal(C.PREFERENCE, E.DELETE_ROW, analyst=True), comment="Whether other users can add tracks"),
     created_at(),
     updated_at(),
     sa.UniqueConstraint("spotify_playlist_id"),
@@ -239,13 +243,14 @@ playlist_tracks = sa.Table(
         "track_id", sa.BigInteger, sa.ForeignKey("tracks.id", ondelete="RESTRICT"), nullable=False,
         comment="The track; RESTRICT: a track that is in playlists is not deleted from the catalogue",
     ),
-    sa.Column("position", sa.Integer, nullable=False, comment="Position in the playlist, from 0"),
+    sa.Column("position", sa.Integer, nullable=False, info=not_personal("an order within a playlist"),
+              comment="Position in the playlist, from 0"),
     sa.Column(
         "added_by_user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True,
         comment="Who added the track; SET NULL: the entry stays in the owner's playlist when that user is erased",
     ),
     sa.Column("added_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(),
-              comment="When the track was added"),
+              info=personal(C.BEHAVIOURAL, E.KEEP, ADDED_TO_OTHERS, analyst=True), comment="When the track was added"),
     sa.UniqueConstraint("playlist_id", "position", deferrable=True, initially="IMMEDIATE"),
     sa.CheckConstraint("position >= 0", name="position_nonnegative"),
     sa.Index(None, "track_id"),

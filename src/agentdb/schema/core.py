@@ -67,12 +67,15 @@ artists = sa.Table(
     ),
     sa.Column("country", sa.Text, nullable=True,
               info=not_personal(PUBLIC_ARTIST), comment="ISO 3166-1 alpha-2 country of origin"),
-    sa.Column("popularity", sa.SmallInteger, nullable=True, comment="Spotify popularity, 0 to 100"),
+    sa.Column("popularity", sa.SmallInteger, nullable=True,
+              info=not_personal(PUBLIC_ARTIST), comment="Spotify popularity, 0 to 100"),
     sa.Column(
-        "followers", sa.BigInteger, nullable=False, server_default=sa.text("0"), comment="Follower count",
+        "followers", sa.BigInteger, nullable=False, server_default=sa.text("0"),
+        info=not_personal(PUBLIC_ARTIST), comment="Follower count",
     ),
     sa.Column(
-        "verified", sa.Boolean, nullable=False, server_default=sa.false(), comment="Whether the profile is verified",
+        "verified", sa.Boolean, nullable=False, server_default=sa.false(),
+        info=not_personal(PUBLIC_ARTIST), comment="Whether the profile is verified",
     ),
     sa.Column("bio", sa.Text, nullable=True,
               info=personal(C.FREE_TEXT, E.KEEP, PUBLIC_ARTIST), comment="Biography shown on the profile"),

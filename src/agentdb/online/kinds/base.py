@@ -55,6 +55,9 @@ class ChangeKind(abc.ABC):
     summary: ClassVar[str]
     #: The options :meth:`design` accepts, with their defaults.
     options: ClassVar[Mapping[str, Any]] = {}
+    #: An expand/contract kind: the table stays usable by the old application until ``complete``
+    #: (the contraction), so an abort is still possible while it waits there, expanded.
+    abortable_until_complete: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
