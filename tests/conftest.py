@@ -62,8 +62,7 @@ def _throwaway(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT current_setting('fsync')").fetchone()
         if row and row[0] == "on":
-            for name in ("fsync", "synchronous_commit", "full_page_writes"):
-                conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(name)))
+            conn.execute("ALTER SYSTEM SET fsync = off")
             conn.execute("SELECT pg_reload_conf()")
 
 

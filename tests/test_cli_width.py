@@ -45,7 +45,8 @@ def test_every_command_fits_100_columns(database_url: str) -> None:
     for args in (("current",), ("history",), ("heads",), ("validate",), ("check",),
                  ("downgrade", "004", "--dry-run"), ("rollback", "004", "--dry-run"), ("rollback", "004", "--yes"),
                  ("upgrade", "--dry-run"), ("upgrade",), ("health", "--skip", "server.risky_settings"),
-                 ("online", "start", "analytics", "partition"), ("online", "status", "--all"), ("partitions",),
+                 ("online", "start", "analytics", "unpartition"), ("online", "start", "analytics", "partition"),
+                 ("online", "status", "--all"), ("partitions",), ("partitions", "analytics"),
                  ("partitions", "maintain", "--dry-run")):
         _run(database_url, *args)
     listing = _run(database_url, "migrations")
