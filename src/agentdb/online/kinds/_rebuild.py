@@ -35,6 +35,7 @@ from agentdb.online._sql import scalar
 from agentdb.online.capture import CaptureSpec, install_statements, remove_statements
 from agentdb.online.catalog import TableInfo, as_json, from_json, relation_exists
 from agentdb.online.copy import CopySpec
+from agentdb.online.kinds.base import ChangeKind
 from agentdb.online.plan import CutoverSpec, Step
 from agentdb.online.verify import VerifySpec
 from agentdb.runtime.archive import ARCHIVE_SCHEMA, REGISTRY_DDL, REGISTRY_TABLE
@@ -405,3 +406,23 @@ def estimate_rows(connection: sa.Connection, schema: str, table: str) -> int:
     if estimate is None or estimate[0] is None or estimate[1]:
         return int(scalar(connection, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))))
     return int(estimate[0])
+
+
+class RebuildKind(ChangeKind):
+    """What every kind that rebuilds its table beside the source (partition, unpartition, alter_column_type)
+    shares: abort removes the capture and drops the new table; the rows to copy and the objects come from the
+    design."""
+
+    @classmethod
+    def abort_steps(cls, design: Mapping[str, Any]) -> tuple[Step, ...]:
+        info = source_info(design)
+        return (remove_capture_step(design),
+                drop_new_step(design, [fk.referenced or "?" for fk in info.foreign_keys]))
+
+    @classmethod
+    def rows_estimate(cls, connection: sa.Connection, design: Mapping[str, Any]) -> int:
+        return estimate_rows(connection, design["schema"], design["table"])
+
+    @classmethod
+    def objects(cls, design: Mapping[str, Any]) -> dict[str, list[str]]:
+        return objects(design)

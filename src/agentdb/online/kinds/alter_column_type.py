@@ -35,7 +35,6 @@ from agentdb.online.catalog import describe
 from agentdb.online.copy import CopySpec
 from agentdb.online.kinds import _ddl
 from agentdb.online.kinds import _rebuild as rebuild
-from agentdb.online.kinds.base import ChangeKind
 from agentdb.online.plan import CutoverSpec, Phase, Step
 from agentdb.online.settings import OnlineSettings
 from agentdb.online.verify import VerifySpec
@@ -52,7 +51,7 @@ _INCOMING = sa.text(
 )
 
 
-class AlterColumnTypeKind(ChangeKind):
+class AlterColumnTypeKind(rebuild.RebuildKind):
     name: ClassVar[str] = "alter_column_type"
     summary: ClassVar[str] = "change a column's type (USING) by a rebuilt copy, even a key other tables reference"
     options: ClassVar[Mapping[str, Any]] = {"column": None, "type": None, "using": None}
@@ -222,20 +221,6 @@ class AlterColumnTypeKind(ChangeKind):
                   + (" (kept in the archive)" if settings.keep_old else ""),
                   steps=(*validate, *rebuild.complete_steps(design, keep_old=settings.keep_old))),
         )
-
-    @classmethod
-    def abort_steps(cls, design: Mapping[str, Any]) -> tuple[Step, ...]:
-        info = rebuild.source_info(design)
-        return (rebuild.remove_capture_step(design),
-                rebuild.drop_new_step(design, [fk.referenced or "?" for fk in info.foreign_keys]))
-
-    @classmethod
-    def rows_estimate(cls, connection: sa.Connection, design: Mapping[str, Any]) -> int:
-        return rebuild.estimate_rows(connection, design["schema"], design["table"])
-
-    @classmethod
-    def objects(cls, design: Mapping[str, Any]) -> dict[str, list[str]]:
-        return rebuild.objects(design)
 
     @classmethod
     def notes(cls, design: Mapping[str, Any]) -> tuple[str, ...]:

@@ -41,7 +41,6 @@ from agentdb.errors import OnlineChangeRefused
 from agentdb.online._sql import rows
 from agentdb.online.catalog import ConstraintInfo, describe, relation_exists
 from agentdb.online.kinds import _rebuild as rebuild
-from agentdb.online.kinds.base import ChangeKind
 from agentdb.online.plan import Phase, Step
 from agentdb.online.settings import OnlineSettings
 from agentdb.partitions.naming import add_months, default_partition_name, month_bounds, partition_name
@@ -57,7 +56,7 @@ def _fk_definition(fk: ConstraintInfo) -> str:
     return text[: -len(_NOT_VALID)] if text.endswith(_NOT_VALID) else text
 
 
-class PartitionKind(ChangeKind):
+class PartitionKind(rebuild.RebuildKind):
     name: ClassVar[str] = "partition"
     summary: ClassVar[str] = "convert a plain table to RANGE partitions by month of a timestamptz column"
     options: ClassVar[Mapping[str, Any]] = {"column": "created_at", "premake": 4}
@@ -226,20 +225,6 @@ class PartitionKind(ChangeKind):
         )
 
     @classmethod
-    def abort_steps(cls, design: Mapping[str, Any]) -> tuple[Step, ...]:
-        info = rebuild.source_info(design)
-        return (rebuild.remove_capture_step(design),
-                rebuild.drop_new_step(design, [fk.referenced or "?" for fk in info.foreign_keys]))
-
-    @classmethod
-    def rows_estimate(cls, connection: sa.Connection, design: Mapping[str, Any]) -> int:
-        return rebuild.estimate_rows(connection, design["schema"], design["table"])
-
-    @classmethod
-    def objects(cls, design: Mapping[str, Any]) -> dict[str, list[str]]:
-        return rebuild.objects(design)
-
-    @classmethod
     def notes(cls, design: Mapping[str, Any]) -> tuple[str, ...]:
         info = rebuild.source_info(design)
         part = design["partitioning"]
@@ -254,7 +239,7 @@ class PartitionKind(ChangeKind):
         return tuple(notes)
 
 
-class UnpartitionKind(ChangeKind):
+class UnpartitionKind(rebuild.RebuildKind):
     name: ClassVar[str] = "unpartition"
     summary: ClassVar[str] = "convert a partitioned table back to a plain table"
     options: ClassVar[Mapping[str, Any]] = {}
@@ -332,20 +317,6 @@ class UnpartitionKind(ChangeKind):
             locks=("none on application tables (new objects only)",),
         )
         return _phases(design, settings, create, cls._foreign_key_steps(design), cls._unregister_step(design))
-
-    @classmethod
-    def abort_steps(cls, design: Mapping[str, Any]) -> tuple[Step, ...]:
-        info = rebuild.source_info(design)
-        return (rebuild.remove_capture_step(design),
-                rebuild.drop_new_step(design, [fk.referenced or "?" for fk in info.foreign_keys]))
-
-    @classmethod
-    def rows_estimate(cls, connection: sa.Connection, design: Mapping[str, Any]) -> int:
-        return rebuild.estimate_rows(connection, design["schema"], design["table"])
-
-    @classmethod
-    def objects(cls, design: Mapping[str, Any]) -> dict[str, list[str]]:
-        return rebuild.objects(design)
 
     @classmethod
     def notes(cls, design: Mapping[str, Any]) -> tuple[str, ...]:
