@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 from conftest import BIN, ROOT, fixture_migration
 
 import agentdb
@@ -72,3 +73,44 @@ def test_ctrl_c_during_a_migration_names_the_revision_the_database_is_at(
     assert agentdb.current(database_url=database_url).revisions == ("001",)
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT to_regclass('public.slow_step')").fetchone() == (None,)
+
+
+def test_ctrl_c_while_seed_demo_makes_month_partitions_is_an_interrupt(migrated_url: str) -> None:
+    """seed-demo first makes analytics' month partitions (partition maintenance, its own connections)."""
+    with psycopg.connect(migrated_url) as blocker:
+        blocker.execute("LOCK TABLE analytics IN ACCESS EXCLUSIVE MODE")
+        process = _start("--database-url", migrated_url, "seed-demo", "--scale", "small")
+        deadline = time.monotonic() + 60
+        with psycopg.connect(migrated_url, autocommit=True) as watch:
+            while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'").fetchone() != (0,):
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                time.sleep(0.05)
+        code, err = _interrupt(process)
+    assert code == 130, err
+    assert "interrupted: nothing was written" in err, err
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT count(*) FROM analytics").fetchone() == (0,)
+        # the maintenance lock went with the interrupted session: the next run is not kept waiting
+        assert conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND d.datname = current_database()").fetchone() == (0,)
+
+
+def test_an_error_raised_while_cleaning_up_after_ctrl_c_still_ends_as_an_interrupt(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C can leave a connection mid-query, and the rollback in a ``finally`` then fails: still exit 130."""
+    from agentdb import cli, demo
+
+    def interrupted_then_failed(*_args: object, **_kwargs: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise psycopg.OperationalError("sending query failed: another command is already in progress")  # noqa: B904
+
+    monkeypatch.setattr(demo, "seed_demo", interrupted_then_failed)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--database-url", "postgresql://nobody@/nowhere", "seed-demo", "--json"])
+    assert exit_.value.code == 130
+    assert "interrupted: nothing was written" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -86,24 +86,47 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:  # Ctrl-C or end of input at a prompt
         err.print(f"interrupted: {_after_interrupt()}", markup=False)
         raise SystemExit(130) from None
-    except AgentdbError as exc:
+    except Exception as exc:
+        if not _interrupted(exc):
+            _fail(exc, debug)
+        # Cleaning up after a Ctrl-C failed too (a connection left mid-query): still an interrupt.
         if debug:
             traceback.print_exc()
-        err.print(f"error: {exc}", markup=False)
-        raise SystemExit(exc.exit_code) from None
+        err.print(f"interrupted: {_after_interrupt()}", markup=False)
+        raise SystemExit(130) from None
     except KeyboardInterrupt:
         err.print(f"interrupted: {_after_interrupt()}", markup=False)
         raise SystemExit(130) from None
-    except Exception as exc:  # a bug: still one line unless --debug
-        if debug:
-            traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err.print(f"error: unexpected {type(exc).__name__}: {first} (run with --debug for details)", markup=False)
-        raise SystemExit(1) from None
     if code == _INTERRUPTED:  # Typer's answer to a KeyboardInterrupt inside a command
         err.print(f"interrupted: {_after_interrupt()}", markup=False)
     if isinstance(code, int) and code:
         raise SystemExit(code)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C was being handled (its context chain holds the interrupt)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__context__ or current.__cause__
+    return False
+
+
+def _fail(exc: Exception, debug: bool) -> NoReturn:
+    """One line for an error, the traceback only with ``--debug``; an unexpected one (a bug) says so."""
+    if isinstance(exc, AgentdbError):
+        if debug:
+            traceback.print_exc()
+        err.print(f"error: {exc}", markup=False)
+        raise SystemExit(exc.exit_code) from None
+    if debug:  # a bug: still one line unless --debug
+        traceback.print_exc()
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    err.print(f"error: unexpected {type(exc).__name__}: {first} (run with --debug for details)", markup=False)
+    raise SystemExit(1) from None
 
 
 _INTERRUPTED = 130

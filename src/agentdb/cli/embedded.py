@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from agentdb import embedded
 from agentdb.cli._common import JsonOpt, new_group, out, print_json, state
 
 app = new_group(help="The embedded PostgreSQL server (used when DATABASE_URL is not set).", no_args_is_help=True)
@@ -11,6 +10,7 @@ app = new_group(help="The embedded PostgreSQL server (used when DATABASE_URL is 
 @app.command("status")
 def embedded_status(as_json: JsonOpt = False) -> None:
     """Show whether the embedded server runs, where, and its URL."""
+    from agentdb import embedded
     result = embedded.status(state.data_dir)
     if as_json:
         print_json(result.as_dict())
@@ -27,6 +27,7 @@ def embedded_status(as_json: JsonOpt = False) -> None:
 @app.command("stop")
 def embedded_stop() -> None:
     """Stop the embedded server (it starts again on the next command that needs it)."""
+    from agentdb import embedded
     stopped = embedded.stop(state.data_dir)
     out.print("stopped" if stopped else "not running")
 

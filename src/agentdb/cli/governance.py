@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from agentdb import governance
 from agentdb.cli._common import JsonOpt, err, new_group, out, print_json
 
 app = new_group()
@@ -20,6 +19,7 @@ def check_(
 ) -> None:
     """Governance checks over the migration files (no database): names, ids, head, docs, downgrades, squawk."""
 
+    from agentdb import governance
     report = governance.check(squawk=not no_squawk)
     if as_json:
         print_json(report.as_dict())

@@ -9,11 +9,10 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agentdb import migrate, online
 from agentdb.cli._common import (
     DryRunOpt,
     JsonOpt,
@@ -32,8 +31,10 @@ from agentdb.cli._common import (
     state,
 )
 from agentdb.errors import AgentdbError
-from agentdb.runtime.dryrun import DryRunReport, LockTaken
-from agentdb.runtime.environment import RunReport, describe_event, describe_online
+
+if TYPE_CHECKING:
+    from agentdb.runtime.dryrun import DryRunReport, LockTaken
+    from agentdb.runtime.environment import RunReport
 
 app = new_group()
 
@@ -41,6 +42,8 @@ app = new_group()
 def event_line(event: dict[str, Any], *, planned: bool) -> str:
     """One archive event of a step, in the future for a plan and in the past for what happened."""
     if not planned:
+        from agentdb.runtime.environment import describe_event
+
         return describe_event(event)
     rows = f"{event.get('rows', 0):,}"
     if "archived" in event:
@@ -71,6 +74,8 @@ def online_plan_lines(plan: dict[str, Any]) -> list[str]:
 
 
 def _show_report(report: RunReport, as_json: bool, verb: str) -> None:
+    from agentdb.runtime.environment import describe_online
+
     if as_json:
         print_json({"database": report.database, "steps": [asdict(s) for s in report.steps],
                     "warnings": report.warnings})
@@ -130,6 +135,7 @@ def lock_lines(locks: Sequence[LockTaken]) -> list[str]:
 
 
 def _migration_interrupted() -> str:
+    from agentdb import migrate, online
     now = migrate.current(database_url=state.database_url, data_dir=state.data_dir)
     at = ", ".join(now.revisions) or "base"
     pending = f", {len(now.pending)} pending" if now.pending else ""
@@ -194,6 +200,7 @@ def upgrade(
     ] = False,
 ) -> None:
     """Apply migrations up to REVISION (default: head)."""
+    from agentdb import migrate
     state.on_interrupt = _dry_run_interrupted if dry_run else _migration_interrupted
     if dry_run:
         _show_dry_run(migrate.dry_run(
@@ -227,6 +234,7 @@ def downgrade(
     as_json: JsonOpt = False,
 ) -> None:
     """Roll back to REVISION (an id, -N, or base)."""
+    from agentdb import migrate
     state.on_interrupt = _dry_run_interrupted if dry_run else _migration_interrupted
     if dry_run:
         _show_dry_run(migrate.dry_run(
@@ -269,6 +277,7 @@ def rollback(
     are undone and which tables' rows are archived (or, with --purge, deleted).
     Archived rows come back when the migrations are applied again.
     """
+    from agentdb import migrate
     state.on_interrupt = _dry_run_interrupted
     plan = migrate.plan_rollback(
         revision, steps=steps, purge=purge, database_url=state.database_url, data_dir=state.data_dir,
@@ -316,6 +325,7 @@ def rollback(
 @app.command()
 def current(as_json: JsonOpt = False) -> None:
     """Show the revision the database is at and what is pending."""
+    from agentdb import migrate
     result = migrate.current(database_url=state.database_url, data_dir=state.data_dir)
     if as_json:
         print_json(result.as_dict())
@@ -331,6 +341,7 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the run history: every migration applied or rolled back, failures included."""
+    from agentdb import migrate
     rows = migrate.history(database_url=state.database_url, data_dir=state.data_dir, limit=limit)
     if as_json:
         print_json(rows)
@@ -356,6 +367,7 @@ def history(
 @app.command()
 def heads(as_json: JsonOpt = False) -> None:
     """Show the head revision(s) of the migration history."""
+    from agentdb import migrate
     rows = migrate.heads()
     if as_json:
         print_json(rows)
@@ -367,6 +379,7 @@ def heads(as_json: JsonOpt = False) -> None:
 @app.command("migrations")
 def migrations_(as_json: JsonOpt = False) -> None:
     """List every migration: applied, pending or changed since applied, when, by whom, checksum (--json: all)."""
+    from agentdb import migrate
     rows = migrate.list_migrations(database_url=state.database_url, data_dir=state.data_dir)
     if as_json:
         print_json([row.as_dict() for row in rows])
@@ -396,6 +409,7 @@ def sql_(
     An online change (007) is shown phase by phase when a database is named by
     --database-url or DATABASE_URL: its catalogue is read to design it.
     """
+    from agentdb import migrate
     text = migrate.sql(
         revision_range, lock_timeout=duration(lock_timeout, "lock timeout"),
         statement_timeout=duration(statement_timeout, "statement timeout"),
@@ -410,6 +424,7 @@ def sql_(
 @app.command()
 def validate(as_json: JsonOpt = False) -> None:
     """Check applied migrations against their files (checksums); exit 5 when one changed or is gone."""
+    from agentdb import migrate
     issues = migrate.validate(database_url=state.database_url, data_dir=state.data_dir)
     fatal = [i for i in issues if i.fatal]
     if as_json:
@@ -426,6 +441,7 @@ def validate(as_json: JsonOpt = False) -> None:
 @app.command()
 def repair(as_json: JsonOpt = False) -> None:
     """Accept changed files of applied migrations by recording their new checksums (audited)."""
+    from agentdb import migrate
     repaired = migrate.repair(database_url=state.database_url, data_dir=state.data_dir)
     if as_json:
         print_json({"repaired": repaired})
@@ -441,6 +457,7 @@ def new(
     ] = False,
 ) -> None:
     """Write versions/NNN_slug.py with the next revision id, from the project's template."""
+    from agentdb import migrate
     path = migrate.new_migration(message, autogenerate=autogenerate, database_url=state.database_url)
     out.print(f"created {path}")
 

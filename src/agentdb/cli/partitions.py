@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from agentdb import partitions
 from agentdb.cli._common import JsonOpt, compact_table, duration, err, new_group, out, print_json, state
 
 
@@ -26,6 +25,7 @@ app = new_group(help="Partitions of the managed tables: `agentdb partitions [TAB
 
 
 def _show_partitions(table: str | None, exact: bool, as_json: bool) -> None:
+    from agentdb import partitions
     rows = partitions.list_partitions(table, database_url=state.database_url, data_dir=state.data_dir, exact=exact)
     if as_json:
         print_json([row.as_dict() for row in rows])
@@ -74,6 +74,7 @@ def maintain(
     as_json: JsonOpt = False,
 ) -> None:
     """Keep `premake` months ahead, drain the DEFAULT partition, apply retention; idempotent, cron-safe."""
+    from agentdb import partitions
     state.on_interrupt = lambda: "every step that finished stays; the next `agentdb partitions maintain` goes on"
     timeout = duration(lock_timeout, "lock timeout") if lock_timeout is not None else None
     report = partitions.maintain_partitions(database_url=state.database_url, data_dir=state.data_dir, table=table,

@@ -911,11 +911,22 @@ def _maintenance_lock(connection: sa.Connection, wait: float, poll: float = 0.1)
         time.sleep(poll + random.uniform(0, poll))
     try:
         yield
-    finally:
-        if connection.in_transaction():
-            connection.rollback()
-        execute(connection, sql.SQL("SELECT pg_advisory_unlock({})").format(sql.Literal(MAINTENANCE_LOCK_KEY)))
-        connection.commit()
+    except BaseException:
+        # A Ctrl-C can leave the connection mid-query: a failing unlock must not hide why we stopped.
+        # Closing the connection releases the session lock anyway.
+        try:
+            _unlock(connection)
+        except Exception:
+            connection.invalidate()
+        raise
+    _unlock(connection)
+
+
+def _unlock(connection: sa.Connection) -> None:
+    if connection.in_transaction():
+        connection.rollback()
+    execute(connection, sql.SQL("SELECT pg_advisory_unlock({})").format(sql.Literal(MAINTENANCE_LOCK_KEY)))
+    connection.commit()
 
 
 def _record(maintainer: _Maintainer, report: MaintenanceReport, error: str | None) -> None:
