@@ -174,8 +174,9 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:])
 
 
-def ensure_running(data_dir: Path) -> str:
+def ensure_running(data_dir: str | Path) -> str:
     """Start the embedded server unless it runs; return the URL of the ``agentdb`` database."""
+    data_dir = Path(data_dir)
     with _exclusive(data_dir):
         _check_cluster(data_dir)
         pgserver = _quiet_import()
