@@ -195,12 +195,14 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- |")
         for row in table:
             print("| " + " | ".join(row) + " |")
-        columns = "id, created_at, event_type, properties, user_id"
-        lost = scalar(url, f"SELECT count(*) FROM (SELECT {columns} FROM bench_ref.analytics EXCEPT ALL "
-                           f"SELECT {columns} FROM public.analytics) x")
-        added = scalar(url, f"SELECT count(*) FROM (SELECT {columns} FROM public.analytics EXCEPT ALL "
-                            f"SELECT {columns} FROM bench_ref.analytics) x")
-        valid = scalar(url, f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')")
+        lost = scalar(url, "SELECT count(*) FROM (SELECT id, created_at, event_type, properties, user_id "
+                           "FROM bench_ref.analytics EXCEPT ALL SELECT id, created_at, event_type, properties, "
+                           "user_id FROM public.analytics) x")
+        added = scalar(url, "SELECT count(*) FROM (SELECT id, created_at, event_type, properties, user_id "
+                            "FROM public.analytics EXCEPT ALL SELECT id, created_at, event_type, properties, "
+                            "user_id FROM bench_ref.analytics) x")
+        valid = scalar(url, "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass("
+                            "'analytics_event_type_created_at_idx')")
         invalid = scalar(url, "SELECT count(*) FROM pg_index WHERE NOT indisvalid")
         unfinished = scalar(url, "SELECT count(*) FROM agentdb.online_changes "
                                  "WHERE status NOT IN ('completed', 'aborted')")
