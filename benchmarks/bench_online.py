@@ -21,9 +21,14 @@ acknowledged insert and update is remembered.  Then, one after another on the sa
 ``column plain``
     ``ALTER TABLE ADD COLUMN``, one ``UPDATE`` of every row, ``SET NOT NULL``, in one transaction.
 
-Printed per method: time; rows/s; writers' p50/p99/max latency during (next to before); the longest ACCESS
-EXCLUSIVE hold (agentdb's measured cut-over hold; for the others the writers' max stall is the figure);
-acknowledged writes missing afterwards.  ``--scales`` also prints the online backfill's rows/s at each size.
+Printed per method: time; rows/s over the whole change; for the online kinds also the rows/s of the batched
+phase alone (``copy`` or ``backfill``, from the change's recorded phase timings); writers' p50/p99/max latency
+during (next to before), and for the online kinds the writers' worst wait while the batches ran (the cut-over's
+lock attempts, up to ``lock_timeout`` each, are outside it); the longest ACCESS EXCLUSIVE hold (agentdb's
+measured cut-over hold; for the others the writers' max stall is the figure); acknowledged writes missing
+afterwards.  ``--scales`` also prints the online kinds' rows/s at each size (no writers).  The load average
+(``os.getloadavg``) is printed at the start and the end, with the server's version and ``fsync``; ``--json
+FILE`` writes every figure for a script that takes medians over runs.
 
     .venv/bin/python benchmarks/bench_online.py --database-url URL [--rows N | --large] [--scales 100000,2000000]
 
@@ -33,6 +38,7 @@ Figures only, no assertion.  The machine is shared and loaded by other work: com
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -40,6 +46,8 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -58,7 +66,7 @@ class Writers:
     url: str
     count: int = 2
     stop: threading.Event = field(default_factory=threading.Event)
-    latencies: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (start, wall clock; seconds)
     inserted: set[int] = field(default_factory=set)
     updated: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -79,7 +87,7 @@ class Writers:
             step = 0
             while not self.stop.is_set():
                 step += 1
-                began = time.monotonic()
+                began, clock = time.monotonic(), time.time()
                 try:
                     if step % 2:
                         row = conn.execute("INSERT INTO bench_events (user_id, event_type, properties, ms) "
@@ -96,7 +104,7 @@ class Writers:
                 except psycopg.Error as exc:
                     self.errors.append(str(exc).splitlines()[0])
                 with self.lock:
-                    self.latencies.append((began, time.monotonic() - began))
+                    self.latencies.append((clock, time.monotonic() - began))
                 time.sleep(0.002)
 
     def window(self, start: float, end: float) -> list[float]:
@@ -135,18 +143,49 @@ def fill(url: str, rows: int) -> None:
 
 
 def timed(label: str, writers: Writers, work: Any, rows: int, results: list[dict[str, Any]]) -> Any:
-    before = time.monotonic()
+    before = time.time()
     time.sleep(1.0)
-    start = time.monotonic()
+    start = time.time()
     outcome = work()
-    end = time.monotonic()
+    end = time.time()
     time.sleep(0.5)
+    batched = phase_seconds(outcome)
+    window = phase_window(outcome)
     results.append({"method": label, "seconds": end - start, "rows_per_s": rows / (end - start),
+                    "phase_rows_per_s": rows / batched if batched else None,
                     "before": stats(writers.window(before, start)), "during": stats(writers.window(start, end)),
                     "max_ms": max(writers.window(start, end) or [0.0]) * 1000,
-                    "hold_ms": getattr(outcome, "lock_hold_ms", None)})
-    print(f"  {label}: {end - start:.1f} s", flush=True)
+                    # the writers' worst wait while batches ran (the cut-over's lock waits are not in it)
+                    "batched_max_ms": max(writers.window(*window) or [0.0]) * 1000 if window else None,
+                    "hold_ms": getattr(outcome, "lock_hold_ms", None), "load": load()})
+    print(f"  {label}: {end - start:.1f} s" + (f" (batched phase {batched:.1f} s)" if batched else "")
+          + f"; load {load()}", flush=True)
     return outcome
+
+
+def phase_seconds(outcome: Any) -> float | None:
+    """Seconds of an online change's batched phase (copy or backfill), from its recorded timings."""
+    timings = getattr(outcome, "timings", None) or {}
+    for phase in ("copy", "backfill"):
+        seconds = (timings.get(phase) or {}).get("seconds")
+        if seconds:
+            return float(seconds)
+    return None
+
+
+def phase_window(outcome: Any) -> tuple[float, float] | None:
+    """Start and end (wall clock) of an online change's batched phase, from its recorded timings."""
+    timings = getattr(outcome, "timings", None) or {}
+    for phase in ("copy", "backfill"):
+        found = timings.get(phase) or {}
+        if found.get("started_at") and found.get("finished_at"):
+            return (datetime.fromisoformat(found["started_at"]).timestamp(),
+                    datetime.fromisoformat(found["finished_at"]).timestamp())
+    return None
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def capture_cost(url: str, rows: int) -> tuple[str, str]:
@@ -192,21 +231,31 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=OnlineSettings().batch_seconds,
                         help="the online kinds' target batch time: a writer touching a row of the batch in flight "
                              "waits up to this long (default: the engine's)")
+    parser.add_argument("--batch-synchronous-commit", default=OnlineSettings().batch_synchronous_commit,
+                        help="synchronous_commit of the online kinds' batches (default: the engine's)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
+    report: dict[str, Any] = {"load_start": load()}
     rows = 10_000_000 if args.large else args.rows
     name, url = scratch(args.database_url)
     try:
         with psycopg.connect(url) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
-        print(f"PostgreSQL {version[0] if version else '?'}; {rows:,} rows; 2 writers; machine shared and loaded")
+            version = conn.execute("SELECT current_setting('server_version'), current_setting('fsync')").fetchone()
+        assert version is not None
+        report.update(server=version[0], fsync=version[1], rows=rows, batch_seconds=args.batch_seconds)
+        print(f"PostgreSQL {version[0]} (fsync {version[1]}); {rows:,} rows; 2 writers; load average "
+              f"{report['load_start']} (machine shared)")
         fill(url, rows)
         without, with_capture = capture_cost(url, rows)
         print(f"insert p50/p99/max without capture {without}; with the capture trigger {with_capture}")
+        report.update(insert_without_capture=without, insert_with_capture=with_capture)
         writers = Writers(url)
         writers.start()
         results: list[dict[str, Any]] = []
-        settings = OnlineSettings(batch_seconds=args.batch_seconds)
-        print(f"online batch time target {args.batch_seconds:g} s")
+        settings = OnlineSettings(batch_seconds=args.batch_seconds,
+                                  batch_synchronous_commit=args.batch_synchronous_commit)
+        report["batch_synchronous_commit"] = args.batch_synchronous_commit
+        print(f"online batch time target {args.batch_seconds:g} s, synchronous_commit {args.batch_synchronous_commit}")
         timed("type online (int->bigint)", writers, lambda: online.start(
             TABLE, "alter_column_type", database_url=url, settings=settings, column="ms", type="bigint"),
             rows, results)
@@ -250,23 +299,38 @@ def main() -> None:
         writers.finish()
         lost = writers.lost()
         print()
-        print(f"{'method':<42} {'time':>8} {'rows/s':>10}  {'writers p50/p99/max before':>28}  "
-              f"{'during':>24}  {'AEL hold':>9}")
+        print(f"{'method':<42} {'time':>8} {'rows/s':>10} {'batched':>10}  {'writers p50/p99/max before':>28}  "
+              f"{'during':>24}  {'max in batches':>14}  {'AEL hold':>9}")
         for r in results:
             hold = f"{r['hold_ms']:.0f} ms" if r["hold_ms"] is not None else "-"
-            print(f"{r['method']:<42} {r['seconds']:>7.1f}s {r['rows_per_s']:>10,.0f}  {r['before']:>28}  "
-                  f"{r['during']:>24}  {hold:>9}")
+            phase = f"{r['phase_rows_per_s']:,.0f}" if r["phase_rows_per_s"] else "-"
+            in_batches = f"{r['batched_max_ms']:.0f} ms" if r["batched_max_ms"] is not None else "-"
+            print(f"{r['method']:<42} {r['seconds']:>7.1f}s {r['rows_per_s']:>10,.0f} {phase:>10}  "
+                  f"{r['before']:>28}  {r['during']:>24}  {in_batches:>14}  {hold:>9}")
         print(f"acknowledged writes: {len(writers.inserted):,} inserts, {len(writers.updated):,} rows updated; "
               f"missing or stale afterwards: {lost}; writer errors: {len(writers.errors)}")
+        report.update(results=results, inserts=len(writers.inserted), updates=len(writers.updated), lost=lost,
+                      writer_errors=len(writers.errors))
+        scales = report.setdefault("scales", [])
         for size in [int(s) for s in args.scales.split(",") if s]:
-            fill(url, size)
-            started = time.monotonic()
-            online.start(TABLE, "add_column", database_url=url, settings=settings, column="played",
-                         type="integer", backfill="(properties->>'ms_played')::int")
-            seconds = time.monotonic() - started
-            print(f"backfill at {size:,} rows: {seconds:.1f} s, {size / seconds:,.0f} rows/s (no writers)")
+            for kind, options in (("alter_column_type", {"column": "ms", "type": "bigint"}),
+                                  ("add_column", {"column": "played", "type": "integer",
+                                                  "backfill": "(properties->>'ms_played')::int"})):
+                fill(url, size)
+                started = time.monotonic()
+                outcome = online.start(TABLE, kind, database_url=url, settings=settings, **options)
+                seconds = time.monotonic() - started
+                batched = phase_seconds(outcome)
+                scales.append({"kind": kind, "rows": size, "seconds": seconds, "rows_per_s": size / seconds,
+                               "phase_rows_per_s": size / batched if batched else None, "load": load()})
+                print(f"{kind} at {size:,} rows: {seconds:.1f} s, {size / seconds:,.0f} rows/s; batched phase "
+                      f"{size / batched if batched else 0:,.0f} rows/s (no writers; load {load()})", flush=True)
     finally:
         drop(args.database_url, name)
+        report["load_end"] = load()
+        print(f"load average at the end {report['load_end']}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -64,14 +64,16 @@ def differences(url: str, left: str, right: str) -> tuple[int, int]:
 
 
 def leftovers(url: str) -> list[str]:
-    """Every object an online change creates, wherever it is (there should be none once it is over)."""
+    """Every object an online change creates, and every INVALID index (there should be none once it is over)."""
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute(
             "SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgname LIKE 'agentdb\\_online\\_%' "
             "UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'online\\_%' "
             "AND pronamespace = 'agentdb'::regnamespace "
             "UNION ALL SELECT 'table ' || relname FROM pg_class WHERE relname ~ '__(online|old)_[0-9a-f]{8}$' "
-            "OR relname ~ '^online_[0-9a-f]{8}_' OR relname ~ '^old_[0-9a-f]{8}_'"
+            "OR relname ~ '^online_[0-9a-f]{8}_' OR relname ~ '^old_[0-9a-f]{8}_' "
+            "UNION ALL SELECT 'constraint ' || conname FROM pg_constraint WHERE conname ~ '_online_[0-9a-f]{8}_' "
+            "UNION ALL SELECT 'invalid index ' || indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
         )]
 
 

@@ -1,7 +1,9 @@
-"""Kinds create_index, drop_index and add_unique: CONCURRENTLY, per partition on a partitioned table, and an
-INVALID index left by a failed build cleaned up."""
+"""Kinds create_index, drop_index and add_unique: CONCURRENTLY, per partition on a partitioned table (where
+add_unique gives a unique index), and an INVALID index left by a failed build cleaned up."""
 
 from __future__ import annotations
+
+import random
 
 import psycopg
 import pytest
@@ -79,9 +81,73 @@ def test_add_unique_builds_concurrently_then_attaches(database_url: str) -> None
         conn.execute("INSERT INTO par (name) VALUES ('first1 last1')")
 
 
-def test_add_unique_on_a_partitioned_table_is_refused_with_the_alternative(migrated_url: str) -> None:
-    with pytest.raises(OnlineChangeRefused, match="create_index with unique=True"):
-        online.plan("analytics", "add_unique", database_url=migrated_url, name="x_key", columns=["id"])
+def test_add_unique_on_a_partitioned_table_is_a_unique_index_built_per_partition(migrated_url: str) -> None:
+    url = migrated_url
+    fill_analytics(url, 1000)
+    before = schema_dump(url)
+    with pytest.raises(OnlineChangeRefused, match="must include its partition key: created_at missing"):
+        online.plan("analytics", "add_unique", database_url=url, name="analytics_session_key", columns="session_id")
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO analytics (event_type, session_id, created_at) SELECT 'play', session_id, "
+                     "created_at FROM analytics WHERE id = 10")
+    with pytest.raises(OnlineChangeRefused, match=r"1 value\(s\) of \(session_id, created_at\) occur more than once"):
+        online.start("analytics", "add_unique", database_url=url, name="analytics_session_key",
+                     columns=["session_id", "created_at"])
+    assert schema_dump(url) == before and invalid_indexes(url) == [] and online.status(database_url=url) == []
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM analytics WHERE id = (SELECT max(id) FROM analytics)")
+    plan = online.plan("analytics", "add_unique", database_url=url, name="analytics_session_key",
+                       columns=["session_id", "created_at"])
+    assert "not a named constraint" in plan.sql() and 'ON ONLY "public"."analytics"' in plan.sql()
+    with Writers(url, _analytics_inserts) as writers:
+        assert online.run(plan, database_url=url).status == "completed"
+    assert writers.commits > 0 and not writers.failures, writers.failures[:3]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT indisunique, indisvalid FROM pg_index WHERE indexrelid = "
+                            "'analytics_session_key'::regclass").fetchone() == (True, True)
+        attached = conn.execute("SELECT count(*) FROM pg_inherits h JOIN pg_index i ON i.indexrelid = h.inhrelid "
+                                "WHERE h.inhparent = 'analytics_session_key'::regclass AND i.indisunique "
+                                "AND i.indisvalid").fetchone()
+        assert attached == conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'analytics'::regclass"
+                                        ).fetchone()
+        # a foreign key can reference it
+        conn.execute("CREATE TABLE public.session_note (session_id uuid, at timestamptz, "
+                     "FOREIGN KEY (session_id, at) REFERENCES analytics (session_id, created_at))")
+    with pytest.raises(psycopg.errors.UniqueViolation), psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO analytics (event_type, session_id, created_at) SELECT 'play', session_id, "
+                     "created_at FROM analytics WHERE id = 20")
+    assert invalid_indexes(url) == []
+    assert online.ensure("analytics", "add_unique", database_url=url, name="analytics_session_key",
+                         columns=["session_id", "created_at"]) is None
+
+
+def _analytics_inserts(conn: psycopg.Connection, rng: random.Random) -> None:
+    conn.execute("INSERT INTO analytics (event_type, session_id) VALUES ('play', gen_random_uuid())")
+
+
+def test_a_failed_or_aborted_partitioned_add_unique_leaves_nothing(migrated_url: str) -> None:
+    url = migrated_url
+    fill_analytics(url, 500)
+    before = schema_dump(url)
+    change = {"kind": "add_unique", "name": "analytics_session_key", "columns": ["session_id", "created_at"]}
+    result = drive(url, "start", kill_at="build:step:3", extra=dict(change))
+    assert result.returncode == -9, result.stderr[-2000:]
+    [found] = online.status(database_url=url)
+    assert found.interrupted and any("analytics_session_key" in o for o in found.objects)
+    assert online.abort("analytics", database_url=url).status == "aborted"
+    assert schema_dump(url) == before and invalid_indexes(url) == [] and leftovers(url) == []
+    # A duplicate written after the plan fails its partition's build; that INVALID index is dropped at once,
+    # and abort drops the rest.
+    plan = online.plan("analytics", "add_unique", database_url=url, name="analytics_session_key",
+                       columns=["session_id", "created_at"])
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO analytics (event_type, session_id, created_at) SELECT 'play', session_id, "
+                     "created_at FROM analytics WHERE id = 5")
+    with pytest.raises(OnlineStepFailed, match="could not create unique index"):
+        online.run(plan, database_url=url)
+    assert invalid_indexes(url) == ["analytics_session_key"]  # the parent's, catalogue only, until the abort
+    assert online.abort("analytics", database_url=url).status == "aborted"
+    assert schema_dump(url) == before and invalid_indexes(url) == [] and leftovers(url) == []
 
 
 def test_drop_index_concurrently_and_on_a_partitioned_table(migrated_url: str) -> None:

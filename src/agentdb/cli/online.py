@@ -1,4 +1,4 @@
-"""``agentdb online plan|start|status|pause|resume|abort|complete``: the CLI of :mod:`agentdb.online`."""
+"""``agentdb online plan|start|status|pause|resume|set|abort|complete``: the CLI of :mod:`agentdb.online`."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ ThrottleOpt = Annotated[
 LagOpt = Annotated[
     str | None, typer.Option("--max-replica-lag", help="Pause while a replica's replay lag is above this (e.g. 1s).")
 ]
-BatchOpt = Annotated[float | None, typer.Option("--batch-seconds", min=0.01, help="Target time per batch (0.1).")]
+BatchOpt = Annotated[float | None, typer.Option("--batch-seconds", min=0.01, help="Target time per batch (0.05).")]
 LockOpt = Annotated[str | None, typer.Option("--lock-timeout", help="lock_timeout of the cut-over (200ms).")]
 
 
@@ -184,6 +184,55 @@ def pause_(change: ChangeArg, as_json: JsonOpt = False) -> None:
     """Pause a change between batches (it keeps its place); `resume` lets it go on."""
     from agentdb import online
     _show(online.pause(change, database_url=state.database_url, data_dir=state.data_dir), as_json)
+
+
+@app.command("set")
+def set_(
+    change: ChangeArg,
+    batch_seconds: Annotated[float | None, typer.Option(
+        "--batch-seconds", min=0.01, help="Adaptive batches aiming at this time each (ends a fixed --batch-size).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Fixed batches of this many rows.")
+                          ] = None,
+    max_replica_lag: Annotated[str | None, typer.Option(
+        "--max-replica-lag", help="Pause while a replica's replay lag is above this (e.g. 2s); 'off' for never.")
+    ] = None,
+    throttle_sql: Annotated[str | None, typer.Option(
+        "--throttle-sql", help="Pause between batches while this SQL expression is true; '' for none.")] = None,
+    lock_timeout: LockOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a running change's pace, as gh-ost's interactive commands do; it takes effect at the next batch.
+
+    The new settings are stored with the change, so a resume after a crash keeps them.
+    """
+    from agentdb import online
+
+    changes: dict[str, Any] = {}
+    if batch_seconds is not None and batch_size is not None:
+        raise typer.BadParameter("give --batch-seconds (adaptive) or --batch-size (fixed), not both",
+                                 param_hint="'--batch-size'")
+    if batch_seconds is not None:
+        defaults = online.OnlineSettings()
+        changes.update(batch_seconds=batch_seconds, min_batch_size=defaults.min_batch_size,
+                       max_batch_size=defaults.max_batch_size)
+    if batch_size is not None:
+        changes.update(batch_size=batch_size, min_batch_size=batch_size, max_batch_size=batch_size)
+    if max_replica_lag is not None:
+        changes["max_replica_lag"] = None if max_replica_lag.strip().lower() in ("off", "none") else duration(
+            max_replica_lag, "replica lag")
+    if throttle_sql is not None:
+        changes["throttle_sql"] = throttle_sql.strip() or None
+    if lock_timeout is not None:
+        changes["lock_timeout"] = duration(lock_timeout, "lock timeout")
+    if not changes:
+        raise typer.BadParameter("nothing to change: give --batch-seconds, --batch-size, --max-replica-lag, "
+                                 "--throttle-sql or --lock-timeout", param_hint="CHANGE")
+    _show(online.tune(change, database_url=state.database_url, data_dir=state.data_dir, **changes), as_json)
+    if not as_json:
+        out.print("  now: " + ", ".join(f"{k} {'off' if v is None else v}" for k, v in changes.items()
+                                        if k not in ("min_batch_size", "max_batch_size") or batch_size is None),
+                  markup=False, soft_wrap=False)
 
 
 @app.command("abort")

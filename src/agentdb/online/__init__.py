@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from agentdb.online.engine import (
     KILL_ENV,
+    TUNABLE,
     ChangeStatus,
     Progress,
     ProgressCallback,
@@ -40,6 +41,7 @@ from agentdb.online.engine import (
     run,
     start,
     status,
+    tune,
 )
 from agentdb.online.kinds import KINDS, ChangeKind
 from agentdb.online.migration import (
@@ -66,6 +68,7 @@ __all__ = [
     "KILL_ENV",
     "KINDS",
     "STATE_DDL",
+    "TUNABLE",
     "ChangeKind",
     "ChangeStatus",
     "MigrationHooks",
@@ -98,5 +101,6 @@ __all__ = [
     "split_column",
     "start",
     "status",
+    "tune",
     "unpartition_table",
 ]

@@ -8,7 +8,8 @@ committed together with the checkpoint, so a crash loses at most one batch.
 
 Each batch sets ``agentdb.online_backfill`` to the change's token for its
 transaction (``SET LOCAL``): the kind's own sync trigger skips the batch's
-rows, so a backfill never computes the old columns back from the new ones.
+rows (its ``WHEN`` condition, so its function is not even called), so a
+backfill never computes the old columns back from the new ones.
 
 .. warning::
    A batch takes ROW EXCLUSIVE on the table and the row locks of its range

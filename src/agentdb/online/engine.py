@@ -5,7 +5,10 @@ One process drives a change at a time: it holds the table's advisory lock
 long as it drives.  Each unit of work -- a step, a batch, the cut-over -- is
 one transaction that also moves the change's row forward, so after a crash
 (even ``kill -9``) the row says exactly where to carry on: at most the batch
-or step in flight is lost, and it is redone.
+or step in flight is lost, and it is redone.  Batches commit with
+``synchronous_commit = off`` (``OnlineSettings.batch_synchronous_commit``): a
+crash of the *server* can also lose the last few committed batches, each with
+its checkpoint, which are redone the same way.
 
 Between batches and steps the driver reads the row's ``requested`` flag
 (``pause`` / ``abort``, set by :func:`pause` and :func:`abort` from any
@@ -64,13 +67,14 @@ from agentdb.online.kinds import ChangeKind, get_kind, new_token
 from agentdb.online.plan import Phase, Plan, Step
 from agentdb.online.settings import OnlineSettings, ThrottleCheck
 from agentdb.online.state import ChangeRecord
-from agentdb.online.throttle import throttle_reason
+from agentdb.online.throttle import REPLICA_LAG_SQL, lag_reason, throttle_reason
 from agentdb.online.verify import verify
 from agentdb.runtime.history import file_checksum
 from agentdb.runtime.locks import BlockerWatch, RetryPolicy, mask_literals, retry_on_lock_timeout, sqlstate_of
 
 __all__ = [
     "KILL_ENV",
+    "TUNABLE",
     "ChangeStatus",
     "Progress",
     "ProgressCallback",
@@ -84,6 +88,7 @@ __all__ = [
     "run",
     "start",
     "status",
+    "tune",
 ]
 
 _log = logging.getLogger("agentdb.online")
@@ -243,6 +248,21 @@ class _AbortRequested(Exception):
     pass
 
 
+class _Throttled(Exception):
+    """Raised inside a batch's transaction, before any work, when a replica lags: the batch is rolled back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Unknown:
+    """The change row's ``requested`` flag is not known (read it); ``None`` means known to be unset."""
+
+
+_UNKNOWN = _Unknown()
+
+
 @dataclass
 class _Driver:
     connection: sa.Connection
@@ -254,9 +274,29 @@ class _Driver:
     throttle: ThrottleCheck | None = None
     phases: tuple[Phase, ...] = field(default=())
     batches: int = 0
+    #: The settings stored in the change's row when the driver last looked: a difference is a :func:`tune`.
+    stored: dict[str, Any] = field(default_factory=dict)
+    #: A batch size :func:`tune` asked for, taken by the next batch.
+    resize: int | None = None
 
     def __post_init__(self) -> None:
         self.phases = self.kind.phases(self.record.design, self.settings)
+        self.stored = dict(self.record.settings)
+
+    def take_settings(self, stored: dict[str, Any]) -> None:
+        """Take up the settings :func:`tune` changed in the row since the driver last looked (only those: a
+        resume may run with settings of its own, such as ``complete``)."""
+        if stored == self.stored:
+            return
+        changed = {k: v for k, v in OnlineSettings.from_dict(stored).as_dict().items()
+                   if k in stored and stored.get(k) != self.stored.get(k)}
+        self.stored = dict(stored)
+        if changed:
+            self.settings = replace(self.settings, **changed)
+            if "batch_size" in changed:
+                self.resize = self.settings.batch_size
+            _log.info("online change %d takes new settings: %s", self.id,
+                      ", ".join(f"{k}={v}" for k, v in sorted(changed.items())))
 
     @property
     def id(self) -> int:
@@ -271,6 +311,7 @@ class _Driver:
         self.connection.commit()
         assert found is not None
         self.record = found
+        self.take_settings(found.settings)
         return found
 
     def _next(self, name: str) -> str:
@@ -350,18 +391,22 @@ class _Driver:
             with _transaction(self.connection):
                 state.update(self.connection, self.id, status="failed", error=message[:2000], waiting=None)
 
-    def _wait_if_asked(self, phase: str, requested: str | None = None, *, throttled: bool = False) -> None:
-        """Honour pause and abort requests; with ``throttled``, also wait while the throttle says so."""
+    def _wait_if_asked(self, phase: str, requested: str | _Unknown | None = _UNKNOWN, *,
+                       throttled: bool = False, reason: str | None = None) -> None:
+        """Honour pause and abort requests; with ``throttled``, also wait while the throttle says so.
+
+        ``requested`` is the row's flag when the caller has just read it (a batch's checkpoint update returns
+        it), so the row is not read again; ``reason`` is a throttle reason the caller has already seen.
+        """
         waiting_for: str | None = None
         while True:
-            if requested is None:
+            if isinstance(requested, _Unknown):
                 requested = self.reload().requested
             if requested == "abort":
                 raise _AbortRequested
-            reason = None
             if requested == "pause":
                 reason = "paused (agentdb online resume to go on)"
-            elif throttled:
+            elif throttled and reason is None:
                 reason = throttle_reason(self.connection, self.settings, self.throttle)
             if reason is None:
                 if waiting_for is not None:
@@ -376,7 +421,7 @@ class _Driver:
                 _log.info("online change %d waits: %s", self.id, reason)
                 self._report(phase, reason)
             time.sleep(self.settings.throttle_poll)
-            requested = None
+            requested, reason = _UNKNOWN, None
 
     # -- steps --
 
@@ -493,7 +538,13 @@ class _Driver:
     # -- copy --
 
     def _copy(self, phase: Phase) -> None:
-        """The batched phases: a copy into the new table, or a backfill of the table's new columns."""
+        """The batched phases: a copy into the new table, or a backfill of the table's new columns.
+
+        A batch is one transaction of few round trips: its settings (``lock_timeout``, ``synchronous_commit``
+        and, unless a throttle expression or check runs before it anyway, the replica-lag check), the batch
+        statement, the checkpoint update (which also returns a pause or abort request, so the row is not read
+        again between batches) and the commit.
+        """
         spec: Any = phase.copy if phase.sort == "copy" else phase.backfill
         assert spec is not None
         begin = begin_copy if phase.sort == "copy" else _backfill.begin
@@ -511,16 +562,28 @@ class _Driver:
         size = self.record.batch_size or self.settings.batch_size
         copied_here = 0
         started = time.monotonic()
-        requested = self.record.requested
+        requested: str | _Unknown | None = self.record.requested
+        throttled: str | None = None
         while True:
-            self._wait_if_asked(phase.name, requested, throttled=True)
+            # A throttle expression or a Python check is asked before every batch, in a transaction of its own
+            # (it checks the replica lag too); otherwise the lag is read by the batch's first statement.  Asked
+            # again each time: tune() may have set or cleared throttle_sql since.
+            asked_apart = bool(self.settings.throttle_sql) or self.throttle is not None
+            self._wait_if_asked(phase.name, requested, throttled=asked_apart or throttled is not None,
+                                reason=throttled)
+            throttled = None
+            if self.resize is not None:
+                size, self.resize = self.resize, None
+            size = max(self.settings.min_batch_size, min(self.settings.max_batch_size, size))
             batch_started = time.monotonic()
             outcome: dict[str, Any] = {}
 
             def attempt(checkpoint: dict[str, Any] = checkpoint, size: int = size,
-                        outcome: dict[str, Any] = outcome) -> None:
+                        outcome: dict[str, Any] = outcome, check_lag: bool = not asked_apart) -> None:
                 with _transaction(self.connection):
-                    _set_local(self.connection, "lock_timeout", self.settings.batch_lock_timeout)
+                    lagging = self._batch_settings(check_lag=check_lag)
+                    if lagging is not None:
+                        raise _Throttled(lagging)  # rolls the (empty) transaction back
                     result, following, done = batch(self.connection, spec, checkpoint, size)
                     _kill(f"{phase.name}:batch:{self.batches + 1}:uncommitted")
                     values: dict[str, Any] = {"checkpoint": following, "batch_size": size,
@@ -528,10 +591,15 @@ class _Driver:
                     if done:
                         self._advance(phase.name, **values)
                     else:
-                        outcome["requested"] = state.update(self.connection, self.id, **values)
+                        outcome["requested"], outcome["settings"] = state.update_batch(
+                            self.connection, self.id, **values)
                     outcome.update(result=result, checkpoint=following, done=done)
 
-            self._batch_with_retries(attempt)
+            try:
+                self._batch_with_retries(attempt)
+            except _Throttled as exc:
+                throttled = exc.reason
+                continue
             self.batches += 1
             _kill(f"{phase.name}:batch:{self.batches}")
             result = outcome["result"]
@@ -545,10 +613,40 @@ class _Driver:
             if outcome["done"]:
                 return
             requested = outcome.get("requested")
-            # Aim at batch_seconds: scale by the last batch's speed, at most halving or doubling.
-            wanted = int(size * self.settings.batch_seconds / max(elapsed, 1e-3))
-            size = max(self.settings.min_batch_size, min(self.settings.max_batch_size, size * 2,
-                                                         max(size // 2, wanted)))
+            if "settings" in outcome:
+                self.take_settings(outcome["settings"])
+            size = self._next_size(size, elapsed)
+
+    def _next_size(self, size: int, elapsed: float) -> int:
+        """The next batch's size: scaled by the last batch's speed towards ``batch_seconds``, at most halved or
+        doubled at a time, within the settings' bounds."""
+        wanted = int(size * self.settings.batch_seconds / max(elapsed, 1e-3))
+        return max(self.settings.min_batch_size, min(self.settings.max_batch_size, size * 2, max(size // 2, wanted)))
+
+    def _batch_settings(self, *, check_lag: bool) -> str | None:
+        """The first statement of a batch's transaction: its local settings and, with ``check_lag``, the
+        replica lag; returns why the batch must wait (a replica too far behind), else None.
+
+        .. note::
+           ``synchronous_commit = off`` (``batch_synchronous_commit``) is safe here because the checkpoint is
+           updated in the batch's own transaction: a server crash can lose the last batches' commits, but only
+           whole transactions from the end of the WAL, data and checkpoint together, so the resumed change
+           copies those batches again.  A writer that waited for a batch commits synchronously, which flushes
+           the batch's commit record first.
+        """
+        columns: list[sql.Composable] = [
+            sql.SQL("pg_catalog.set_config('lock_timeout', {}, true)").format(
+                sql.Literal(f"{int(self.settings.batch_lock_timeout * 1000)}ms")),
+            sql.SQL("pg_catalog.set_config('synchronous_commit', {}, true)").format(
+                sql.Literal(self.settings.batch_synchronous_commit)),
+        ]
+        if not check_lag or self.settings.max_replica_lag is None:
+            execute(self.connection, sql.SQL("SELECT {}").format(sql.SQL(", ").join(columns)))
+            return None
+        row = execute(self.connection, sql.SQL(
+            "SELECT {}, lag.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ({}) AS lag ON true"
+        ).format(sql.SQL(", ").join(columns), REPLICA_LAG_SQL)).one()
+        return lag_reason(row[-2], row[-1], self.settings)
 
     def _batch_with_retries(self, attempt: Callable[[], None]) -> None:
         """A batch: retried on lock_timeout by the shared helper; a deadlock or serialization failure it
@@ -929,16 +1027,70 @@ def resume(change: int | str, *, database_url: str | None = None, data_dir: str 
 
 def complete(change: int | str, *, database_url: str | None = None, data_dir: str | Path | None = None,
              keep_old: bool | None = None, progress: ProgressCallback | None = None) -> ChangeStatus:
-    """Finish a change that was left cut over (``settings.complete`` False): drop or archive the old table."""
+    """Finish a change that was left cut over (``settings.complete`` False): drop or archive the old table.
+
+    Also one whose completion was interrupted (a crash leaves it ``running`` at phase complete): a plain
+    resume would only leave it cut over again, as its stored settings say."""
     with _session(database_url, data_dir) as (connection, _target):
         record = _find(connection, change)
-    if record.status not in ("cut_over", "failed") or record.phase != "complete":
+    if record.status not in ("cut_over", "failed", "running", "paused") or record.phase != "complete":
         if record.status == "completed":
             raise OnlineChangeNotFound(str(change))
         raise OnlineChangeRefused(record.table, f"change {record.id} is at phase {record.phase}, not cut over yet",
                                   change_id=record.id, hint="resume it; it completes after its cut-over")
     settings = OnlineSettings.from_dict(record.settings).merged(complete=True, keep_old=keep_old)
     return resume(record.id, database_url=database_url, data_dir=data_dir, progress=progress, settings=settings)
+
+
+#: Settings :func:`tune` may change while a change runs (the rest shape the change's design or its resume).
+TUNABLE = ("batch_seconds", "batch_size", "min_batch_size", "max_batch_size", "max_replica_lag", "throttle_sql",
+           "throttle_poll", "lock_timeout", "lock_retries", "batch_lock_timeout")
+
+
+def tune(change: int | str, *, database_url: str | None = None, data_dir: str | Path | None = None,
+         **changes: Any) -> ChangeStatus:
+    """Change how a change runs while it runs, as gh-ost's interactive commands do: the target time of a batch
+    (``batch_seconds``) or a fixed batch size (``min_batch_size = max_batch_size``), the replica-lag limit
+    (``max_replica_lag``, None for none), the throttle expression, the cut-over's ``lock_timeout``...
+    (:data:`TUNABLE`).  The settings are stored with the change: the driving process takes them up at its next
+    checkpoint (a batch, or a poll while paused or throttled), and a resume after a crash keeps them.
+    """
+    unknown = sorted(set(changes) - set(TUNABLE))
+    if unknown:
+        raise OnlineChangeRefused(str(change), f"{', '.join(unknown)} cannot be changed while a change runs",
+                                  hint="these can: " + ", ".join(TUNABLE))
+    with _session(database_url, data_dir) as (connection, _target):
+        record = _find(connection, change)
+        if record.status not in state.ACTIVE:
+            raise OnlineChangeNotFound(str(change))
+        current = OnlineSettings.from_dict(record.settings)
+        new = replace(current, **changes)
+        problems = _settings_problems(new)
+        if problems:
+            raise OnlineChangeRefused(record.table, "; ".join(problems), change_id=record.id)
+        with _transaction(connection):
+            state.set_settings(connection, record.id, {**dict(record.settings), **{
+                k: v for k, v in new.as_dict().items() if k in changes}})
+        return _status_of(connection, _reload(connection, record.id))
+
+
+def _settings_problems(settings: OnlineSettings) -> list[str]:
+    problems = []
+    if not settings.batch_seconds > 0:
+        problems.append(f"batch_seconds must be above 0 (not {settings.batch_seconds})")
+    if not 1 <= settings.min_batch_size <= settings.max_batch_size:
+        problems.append(f"batch sizes must satisfy 1 <= min_batch_size ({settings.min_batch_size}) <= "
+                        f"max_batch_size ({settings.max_batch_size})")
+    if settings.batch_size < 1:
+        problems.append(f"batch_size must be at least 1 (not {settings.batch_size})")
+    for name in ("lock_timeout", "batch_lock_timeout", "throttle_poll"):
+        if not getattr(settings, name) > 0:
+            problems.append(f"{name} must be above 0 (not {getattr(settings, name)})")
+    if settings.max_replica_lag is not None and settings.max_replica_lag < 0:
+        problems.append(f"max_replica_lag must be 0 or more (not {settings.max_replica_lag})")
+    if settings.lock_retries < 1:
+        problems.append(f"lock_retries must be at least 1 (not {settings.lock_retries})")
+    return problems
 
 
 def pause(change: int | str, *, database_url: str | None = None, data_dir: str | Path | None = None

@@ -40,13 +40,19 @@ class OnlineSettings:
     min_batch_size: int = 100
     max_batch_size: int = 100_000
     #: A writer that changes a row of the batch being copied waits for that batch to commit (the capture
-    #: trigger's upsert meets the batch's uncommitted row): the batch time bounds the writers' stall.  0.5 s
-    #: measured a 151 ms worst stall on 2M rows (benchmarks/bench_partition.py); 0.1 s keeps it near 100 ms
-    #: for a copy a little slower.
-    batch_seconds: float = 0.1
+    #: trigger's upsert meets the batch's uncommitted row; a backfill's UPDATE holds the row's lock): the batch
+    #: time bounds the writers' stall, and a loaded server overshoots it by half now and then.  0.5 s measured
+    #: a 151 ms worst stall on 2M rows (benchmarks/bench_partition.py); 0.1 s up to 158 ms in a backfill
+    #: (benchmarks/bench_online.py, 2026-11-21); 0.05 s keeps it well under 100 ms, and with a batch's few
+    #: round trips (about 5 ms) it costs some 5% of the speed of 0.1 s.
+    batch_seconds: float = 0.05
     #: Below PostgreSQL's default ``deadlock_timeout`` (1 s), so a batch that waits for a writer's
     #: row lock gives up first and retries: the writer is never the one a deadlock kills.
     batch_lock_timeout: float = 0.5
+    #: ``synchronous_commit`` of a batch's transaction.  ``off`` spares every batch a WAL flush; a server
+    #: crash can then lose the last batches, each together with its checkpoint (same transaction), so the
+    #: resumed change redoes them.  ``on`` (or ``remote_apply``...) for whoever wants every batch durable.
+    batch_synchronous_commit: str = "off"
     batch_retries: int = 50
     #: Pause before a batch while this SQL expression is true (evaluated in a read-only transaction).
     throttle_sql: str | None = None

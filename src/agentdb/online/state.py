@@ -269,6 +269,25 @@ def update(connection: sa.Connection, change_id: int, *, timing: tuple[str, str]
 
     ``timing=(phase, "started"|"finished")`` stamps that phase's time in ``timings``.
     """
+    return str(_update(connection, change_id, timing, values)[0] or "") or None
+
+
+def update_batch(connection: sa.Connection, change_id: int, **values: Any) -> tuple[str | None, dict[str, Any]]:
+    """:func:`update` for a batch's checkpoint: also returns the stored settings, which :func:`set_settings`
+    may have changed while the change runs (the driver takes them up before its next batch)."""
+    requested, settings = _update(connection, change_id, None, values)
+    return (str(requested) if requested else None), dict(settings)
+
+
+def set_settings(connection: sa.Connection, change_id: int, settings: dict[str, Any]) -> None:
+    """Store new settings for a change, in the caller's transaction."""
+    connection.execute(sa.text(
+        f"UPDATE {INTERNAL_SCHEMA}.{STATE_TABLE} SET settings = CAST(:settings AS jsonb), "  # noqa: S608
+        "updated_at = clock_timestamp() WHERE id = :id"), {"id": change_id, "settings": json.dumps(settings)})
+
+
+def _update(connection: sa.Connection, change_id: int, timing: tuple[str, str] | None,
+            values: dict[str, Any]) -> Any:
     unknown = set(values) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -294,5 +313,5 @@ def update(connection: sa.Connection, change_id: int, *, timing: tuple[str, str]
         )
         params["t_phase"], params["t_what"] = timing
     query = (f"UPDATE {INTERNAL_SCHEMA}.{STATE_TABLE} SET {', '.join(sets)} "  # noqa: S608 - our column names
-             "WHERE id = :id RETURNING requested")
-    return connection.execute(sa.text(query), params).scalar()
+             "WHERE id = :id RETURNING requested, settings")
+    return connection.execute(sa.text(query), params).one()

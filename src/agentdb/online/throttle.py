@@ -26,7 +26,7 @@ from psycopg import sql
 from agentdb.online._sql import execute
 from agentdb.online.settings import OnlineSettings, ThrottleCheck
 
-__all__ = ["REPLICA_LAG_SQL", "replica_lag", "throttle_reason"]
+__all__ = ["REPLICA_LAG_SQL", "lag_reason", "replica_lag", "throttle_reason"]
 
 #: The physical replica furthest behind in replay, and its lag in seconds.  A logical walsender is connected to
 #: a database (``pg_stat_activity.datname``); a physical one is not.
@@ -45,14 +45,22 @@ def replica_lag(connection: sa.Connection) -> tuple[str, float] | None:
     return str(worst[0] or "?"), float(worst[1])
 
 
+def lag_reason(name: str | None, lag: float | None, settings: OnlineSettings) -> str | None:
+    """Why to wait, given the furthest-behind replica (a row of :data:`REPLICA_LAG_SQL`), or None."""
+    if lag is None or settings.max_replica_lag is None or lag <= settings.max_replica_lag:
+        return None
+    return f"replica {name or '?'} replay lag {lag:.1f}s > {settings.max_replica_lag:g}s"
+
+
 def throttle_reason(connection: sa.Connection, settings: OnlineSettings, check: ThrottleCheck | None = None
                     ) -> str | None:
     """Why the copy should wait now, or None.  Runs and ends (rolls back) its own short transaction."""
     try:
         if settings.max_replica_lag is not None:
             worst = replica_lag(connection)
-            if worst is not None and worst[1] > settings.max_replica_lag:
-                return f"replica {worst[0]} replay lag {worst[1]:.1f}s > {settings.max_replica_lag:g}s"
+            reason = lag_reason(*worst, settings) if worst is not None else None
+            if reason is not None:
+                return reason
         if settings.throttle_sql:
             connection.commit()
             execute(connection, sql.SQL("SET TRANSACTION READ ONLY"))

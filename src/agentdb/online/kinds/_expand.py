@@ -163,8 +163,11 @@ def _function(design: Mapping[str, Any]) -> list[sql.Composable]:
             function, tag=sql.SQL(_TAG), body=body),
         sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(function),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(design["trigger"]), table),
-        sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
-            sql.Identifier(design["trigger"]), table, function),
+        # WHEN: the backfill's own rows skip the trigger without calling its function (a fifth of a batch's time).
+        sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
+                "WHEN (pg_catalog.current_setting({}, true) IS DISTINCT FROM {}) EXECUTE FUNCTION {}()").format(
+            sql.Identifier(design["trigger"]), table, sql.Literal(BYPASS_SETTING), sql.Literal(design["token"]),
+            function),
         sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(table, sql.Identifier(design["trigger"])),
     ]
 

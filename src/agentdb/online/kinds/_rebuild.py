@@ -20,11 +20,24 @@ The old table is kept, unchanged, until the change completes; completion drops
 its foreign keys (one transaction each: dropping a foreign key takes ACCESS
 EXCLUSIVE on the referenced table, briefly) and then the table, or keeps it in
 the archive schema when asked to.
+
+A partitioned source rebuilt as itself (``alter_column_type``) keeps its
+partitions (:func:`partition_layout`): the new table is partitioned by the same
+key, with a partition of the same bounds (DEFAULT included) for each of the
+source's, under temporary names; each partition's indexes are created on it
+before the parent's, so the parent's adopt them (as PostgreSQL does when it
+attaches a partition) and they can be given the source partitions' index names
+at the swap, which renames the partitions and their indexes too.  Partition
+maintenance finds the table by name (``agentdb.partitioned_tables``), so its
+registration holds.  The swap refuses a source whose partitions changed since
+the change was planned (partition maintenance leaves a table alone while an
+online change of it is unfinished; a manual ATTACH or DETACH does not).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +46,16 @@ from psycopg import sql
 from agentdb.errors import OnlineChangeRefused
 from agentdb.online._sql import scalar
 from agentdb.online.capture import CaptureSpec, install_statements, remove_statements
-from agentdb.online.catalog import TableInfo, as_json, from_json, relation_exists
+from agentdb.online.catalog import (
+    ConstraintInfo,
+    Grant,
+    IndexInfo,
+    TableInfo,
+    as_json,
+    describe,
+    from_json,
+    relation_exists,
+)
 from agentdb.online.copy import CopySpec
 from agentdb.online.kinds.base import ChangeKind
 from agentdb.online.plan import CutoverSpec, Step
@@ -50,6 +72,11 @@ __all__ = [
     "create_statements",
     "cutover_spec",
     "fit",
+    "fk_definition",
+    "partition_key_columns",
+    "partition_layout",
+    "partition_statements",
+    "partitioned_foreign_key_steps",
     "remove_capture_step",
     "source_info",
     "start_capture_step",
@@ -58,6 +85,17 @@ __all__ = [
 
 _PRIVILEGES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
 _ENABLE = {"D": "DISABLE TRIGGER", "R": "ENABLE REPLICA TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}
+_NOT_VALID = " NOT VALID"
+
+
+def without_not_valid(definition: str) -> str:
+    """A ``pg_get_constraintdef`` without its trailing NOT VALID."""
+    return definition[: -len(_NOT_VALID)] if definition.endswith(_NOT_VALID) else definition
+
+
+def fk_definition(fk: ConstraintInfo) -> str:
+    """``pg_get_constraintdef`` of a foreign key without a trailing NOT VALID."""
+    return without_not_valid(fk.definition)
 
 
 def fit(base: str, suffix: str) -> str:
@@ -141,10 +179,14 @@ def _source(design: Mapping[str, Any]) -> sql.Identifier:
 
 def grant_statements(info: TableInfo, target: sql.Composable) -> list[sql.Composable]:
     """GRANTs that give ``target`` the table and column privileges of ``info`` (read from relacl/attacl)."""
+    return _grants(info.grants, info.qualified, target)
+
+
+def _grants(grants: Sequence[Grant], qualified: str, target: sql.Composable) -> list[sql.Composable]:
     out: list[sql.Composable] = []
-    for grant in info.grants:
+    for grant in grants:
         if grant.privilege not in _PRIVILEGES:
-            raise OnlineChangeRefused(info.qualified, f"unknown privilege {grant.privilege!r} in its ACL")
+            raise OnlineChangeRefused(qualified, f"unknown privilege {grant.privilege!r} in its ACL")
         grantee = sql.SQL("PUBLIC") if grant.grantee == "PUBLIC" else sql.Identifier(grant.grantee)
         columns = sql.SQL(" ({})").format(sql.Identifier(grant.column)) if grant.column else sql.SQL("")
         option = sql.SQL(" WITH GRANT OPTION") if grant.grantable else sql.SQL("")
@@ -181,17 +223,10 @@ def create_statements(design: Mapping[str, Any], partition_by: sql.Composable | 
     for entry in design["indexes"]:
         index = by_name[entry["name"]]
         temp = sql.Identifier(entry["temp"])
-        if index.constraint_type in ("p", "u"):
-            assert index.constraint_def is not None
-            # pg_get_constraintdef: "PRIMARY KEY (id, created_at)", PostgreSQL's own rendering.
-            out.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(new, temp, sql.SQL(index.constraint_def)))
-            if index.constraint_comment is not None:
-                out.append(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
-                    temp, new, sql.Literal(index.constraint_comment)))
-        else:
-            # pg_get_indexdef from " USING ": method, columns, INCLUDE, WITH, WHERE.
-            out.append(sql.SQL("CREATE {}INDEX {} ON {} USING {}").format(
-                sql.SQL("UNIQUE " if index.unique else ""), temp, new, sql.SQL(index.method_and_columns)))
+        out.append(_index_statement(index, new, temp))
+        if index.constraint_type in ("p", "u") and index.constraint_comment is not None:
+            out.append(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                temp, new, sql.Literal(index.constraint_comment)))
         if index.comment is not None:
             out.append(sql.SQL("COMMENT ON INDEX {} IS {}").format(
                 sql.Identifier(schema, entry["temp"]), sql.Literal(index.comment)))
@@ -201,6 +236,183 @@ def create_statements(design: Mapping[str, Any], partition_by: sql.Composable | 
     if info.owner != design["run_as"]:
         out.append(sql.SQL("ALTER TABLE {} OWNER TO {}").format(new, sql.Identifier(info.owner)))
     return out
+
+
+def _index_statement(index: IndexInfo, table: sql.Composable, name: sql.Identifier) -> sql.Composable:
+    """``index`` (or the key constraint it implements) made again on ``table`` as ``name``."""
+    if index.constraint_type in ("p", "u"):
+        assert index.constraint_def is not None
+        # pg_get_constraintdef: "PRIMARY KEY (id, created_at)", PostgreSQL's own rendering.
+        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, name, sql.SQL(index.constraint_def))
+    # pg_get_indexdef from " USING ": method, columns, INCLUDE, WITH, WHERE.
+    return sql.SQL("CREATE {}INDEX {} ON {} USING {}").format(
+        sql.SQL("UNIQUE " if index.unique else ""), name, table, sql.SQL(index.method_and_columns))
+
+
+_PARTITION_KEY = sa.text(
+    "SELECT a.attname FROM pg_catalog.pg_partitioned_table p "
+    "CROSS JOIN LATERAL unnest(p.partattrs::int2[]) WITH ORDINALITY AS k(attnum, n) "
+    "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = k.attnum "
+    "WHERE p.partrelid = :oid ORDER BY k.n"
+)
+_LEAVES = sa.text(
+    "SELECT n.nspname, c.relname, c.relkind::text, pg_catalog.pg_get_expr(c.relpartbound, c.oid), "
+    "i.inhdetachpending FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.inhparent = :oid ORDER BY 1, 2"
+)
+_LEAF_INDEXES = sa.text(
+    # Each index of a partition and the parent's index it is attached to (NULL: the partition's own).
+    "SELECT ic.relname, pc.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid "
+    "LEFT JOIN pg_catalog.pg_inherits h ON h.inhrelid = x.indexrelid "
+    "LEFT JOIN pg_catalog.pg_class pc ON pc.oid = h.inhparent WHERE x.indrelid = :oid ORDER BY 1"
+)
+_LEAF_CONSTRAINTS = sa.text(
+    # Constraints the partition has of its own (not inherited from, nor cloned from, the parent's).
+    "SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = :oid AND contype IN ('c', 'f', 'x', 't') "
+    "AND conparentid = 0 AND coninhcount = 0 ORDER BY 1"
+)
+
+
+def partition_key_columns(connection: sa.Connection, info: TableInfo) -> list[str | None]:
+    """The columns of a partitioned table's key, in order; None for an expression."""
+    return [None if r[0] is None else str(r[0]) for r in connection.execute(_PARTITION_KEY, {"oid": info.oid})]
+
+
+def partition_layout(connection: sa.Connection, info: TableInfo,
+                     token: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The partitions of a partitioned source to give the new table, and what stops that (short phrases).
+
+    Each partition is recreated with the same bounds, comment, grants and owner,
+    and the indexes attached to the parent's; what a partition has of its own
+    (an index, a constraint or a trigger that is not the parent's) is named as a
+    problem rather than silently left behind.
+    """
+    problems: list[str] = []
+    numbers = {index.name: n for n, index in enumerate(info.indexes, 1)}
+    leaves: list[dict[str, Any]] = []
+    archived: set[str] = set()
+    for n, (schema, name, relkind, bound, detaching) in enumerate(connection.execute(_LEAVES, {"oid": info.oid}), 1):
+        qualified = f"{schema}.{name}"
+        if relkind == "p":
+            problems.append(f"partition {qualified} is itself partitioned")
+            continue
+        if detaching:
+            problems.append(f"partition {qualified} is being detached (finish or cancel the DETACH first)")
+            continue
+        leaf = describe(connection, schema, name)
+        if leaf.persistence != "p":
+            problems.append(f"partition {qualified} is unlogged")
+        problems += [f"{d} depends on partition {qualified}" for d in leaf.dependents]
+        if leaf.incoming_foreign_keys:
+            problems.append(f"foreign keys reference partition {qualified} itself ("
+                            + ", ".join(leaf.incoming_foreign_keys) + ")")
+        problems += [f"partition {qualified} has its own constraint {r[0]}"
+                     for r in connection.execute(_LEAF_CONSTRAINTS, {"oid": leaf.oid})]
+        problems += [f"partition {qualified} has its own trigger {t.name}" for t in leaf.triggers]
+        indexes = []
+        for index_name, parent_index in connection.execute(_LEAF_INDEXES, {"oid": leaf.oid}):
+            if parent_index not in numbers:
+                problems.append(f"partition {qualified} has its own index {index_name} (not one of {info.name}'s)")
+                continue
+            m = numbers[parent_index]
+            indexes.append({"parent": parent_index, "name": index_name, "temp": f"online_{token}_p{n}_i{m}",
+                            "old": f"old_{token}_p{n}_i{m}"})
+        unattached = sorted(set(numbers) - {i["parent"] for i in indexes})
+        problems += [f"partition {qualified} has no index attached to {i}" for i in unattached]
+        archive = fit(name, f"_online_{token}")
+        if archive in archived:
+            archive = fit(name, f"_online_{token}_{n}")
+        archived.add(archive)
+        leaves.append({
+            "schema": schema, "name": name, "bound": bound, "temp": f"online_{token}_p{n}",
+            "old": f"old_{token}_p{n}", "archive": archive, "comment": leaf.comment, "owner": leaf.owner,
+            "grants": [asdict(g) for g in leaf.grants], "indexes": indexes,
+        })
+        for new_name in (f"online_{token}_p{n}", f"old_{token}_p{n}", *[i["temp"] for i in indexes],
+                         *[i["old"] for i in indexes]):
+            if relation_exists(connection, schema, new_name):
+                problems.append(f"a relation named {schema}.{new_name} is in the way")
+    return leaves, problems
+
+
+def partition_statements(design: Mapping[str, Any]) -> list[sql.Composable]:
+    """The source's partitions on the new table (under temporary names), each with its indexes made before the
+    parent's so that the parent's adopt them; comments, grants and owner as the source's partitions have them."""
+    info = source_info(design)
+    by_name = {i.name: i for i in info.indexes}
+    new = _new(design)
+    out: list[sql.Composable] = []
+    for leaf in design["leaves"]:
+        target = sql.Identifier(leaf["schema"], leaf["temp"])
+        # pg_get_expr of the bound: "FOR VALUES FROM ('2026-11-01 00:00:00+00') TO (...)" or "DEFAULT".
+        out.append(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(target, new, sql.SQL(leaf["bound"])))
+        for entry in leaf["indexes"]:
+            out.append(_index_statement(by_name[entry["parent"]], target, sql.Identifier(entry["temp"])))
+        if leaf["comment"] is not None:
+            out.append(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(leaf["comment"])))
+        out += _grants([Grant(**g) for g in leaf["grants"]], f"{leaf['schema']}.{leaf['name']}", target)
+        if leaf["owner"] != design["run_as"]:
+            out.append(sql.SQL("ALTER TABLE {} OWNER TO {}").format(target, sql.Identifier(leaf["owner"])))
+    return out
+
+
+def _partitions_unchanged(design: Mapping[str, Any]) -> sql.Composable:
+    """Under the cut-over's lock: fail, naming the table, if its partitions are not those the change copies."""
+    expected = sorted(f"{leaf['schema']}.{leaf['name']} {leaf['bound']}" for leaf in design["leaves"])
+    qualified = sql.Identifier(design["schema"], design["table"]).as_string(None)
+    return sql.SQL(
+        "DO $agentdb$ BEGIN IF ARRAY(SELECT x.p FROM (SELECT n.nspname || '.' || c.relname || ' ' || "
+        "pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS p FROM pg_catalog.pg_inherits i "
+        "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE i.inhparent = {}::regclass) AS x ORDER BY x.p COLLATE \"C\") IS DISTINCT FROM {}::text[] THEN "
+        "RAISE EXCEPTION 'the partitions of % changed since the change was planned (attached, detached or "
+        "renamed); put them back and resume, or abort the change', {}; END IF; END $agentdb$"
+    ).format(sql.Literal(qualified), sql.Literal(expected), sql.Literal(f"{design['schema']}.{design['table']}"))
+
+
+def partitioned_foreign_key_steps(design: Mapping[str, Any], leaves: Sequence[tuple[str, str]]) -> list[Step]:
+    """The source's foreign keys on a new partitioned table whose partitions are ``leaves`` (schema, name): NOT
+    VALID on each partition, validated one partition at a time, then added on the parent, which adopts the
+    partitions' valid constraints without scanning (PostgreSQL 15 and 16 cannot add a NOT VALID foreign key to a
+    partitioned table); then ANALYZE."""
+    schema = design["schema"]
+    new = _new(design)
+    new_name = f"{schema}.{design['new_table']}"
+    info = source_info(design)
+    steps: list[Step] = []
+    for fk in info.foreign_keys:
+        definition = sql.SQL(fk_definition(fk))
+        # One partition per transaction: the lock on a partition (which the capture trigger writes)
+        # and on the referenced table is held for one catalogue change only.
+        for leaf_schema, leaf in leaves:
+            steps.append(Step(
+                f"add foreign key {fk.name} NOT VALID to partition {leaf_schema}.{leaf}",
+                (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
+                    sql.Identifier(leaf_schema, leaf), sql.Identifier(fk.name), definition),),
+                locks=(f"SHARE ROW EXCLUSIVE on {leaf_schema}.{leaf} and {fk.referenced} (catalogue only)",),
+                contended=True,
+            ))
+        for leaf_schema, leaf in leaves:
+            steps.append(Step(
+                f"validate foreign key {fk.name} on partition {leaf_schema}.{leaf}",
+                (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                    sql.Identifier(leaf_schema, leaf), sql.Identifier(fk.name)),),
+                locks=(f"SHARE UPDATE EXCLUSIVE on {leaf_schema}.{leaf} (reads and writes go on)",
+                       f"ROW SHARE on {fk.referenced}"),
+            ))
+        steps.append(Step(
+            f"add foreign key {fk.name} to {new_name}, adopting the partitions' validated constraints",
+            (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(new, sql.Identifier(fk.name), definition),),
+            locks=(f"SHARE ROW EXCLUSIVE on {new_name} and {fk.referenced} (no scan: every partition already "
+                   "has a valid equal constraint)",),
+            contended=True,
+        ))
+    steps.append(Step(
+        f"ANALYZE {new_name} so the planner knows the new table at cut-over",
+        (sql.SQL("ANALYZE {}").format(new),),
+        locks=(f"SHARE UPDATE EXCLUSIVE on {new_name} (reads and writes go on)",),
+    ))
+    return steps
 
 
 def capture_spec(design: Mapping[str, Any]) -> CaptureSpec:
@@ -288,7 +500,8 @@ def cutover_spec(design: Mapping[str, Any]) -> CutoverSpec:
     info = source_info(design)
     schema, table = design["schema"], design["table"]
     source, new = _source(design), _new(design)
-    statements: list[sql.Composable] = []
+    leaves = design.get("leaves") or []
+    statements: list[sql.Composable] = [_partitions_unchanged(design)] if leaves else []
     for entry in design["sequences"]:
         statements.append(sql.SQL(
             "SELECT pg_catalog.setval({}::regclass, s.last_value, s.is_called) FROM {} AS s"
@@ -302,6 +515,11 @@ def cutover_spec(design: Mapping[str, Any]) -> CutoverSpec:
     for entry in design["sequences"]:
         statements.append(sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(
             sql.Identifier(schema, entry["name"]), sql.Identifier(entry["old"])))
+    for leaf in leaves:
+        statements.append(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            sql.Identifier(leaf["schema"], leaf["name"]), sql.Identifier(leaf["old"])))
+        statements += [sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(leaf["schema"], entry["name"]), sql.Identifier(entry["old"])) for entry in leaf["indexes"]]
     statements.append(sql.SQL("ALTER TABLE {} RENAME TO {}").format(new, sql.Identifier(table)))
     for entry in design["indexes"]:
         statements.append(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
@@ -309,6 +527,11 @@ def cutover_spec(design: Mapping[str, Any]) -> CutoverSpec:
     for entry in design["sequences"]:
         statements.append(sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(
             sql.Identifier(schema, entry["temp"]), sql.Identifier(entry["name"])))
+    for leaf in leaves:
+        statements.append(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            sql.Identifier(leaf["schema"], leaf["temp"]), sql.Identifier(leaf["name"])))
+        statements += [sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(leaf["schema"], entry["temp"]), sql.Identifier(entry["name"])) for entry in leaf["indexes"]]
     statements += trigger_statements(info)
     qualified = f"{schema}.{table}"
     return CutoverSpec(
@@ -319,8 +542,10 @@ def cutover_spec(design: Mapping[str, Any]) -> CutoverSpec:
             contended=True,
         ),
         swap=Step(
-            "move the identity sequence, drop the capture, swap the names of tables, indexes and sequences, "
-            "recreate the source's triggers on the new table",
+            ("check that the partitions are those copied, " if leaves else "")
+            + "move the identity sequence, drop the capture, swap the names of tables, "
+            + ("partitions, " if leaves else "") + "indexes and sequences, recreate the source's triggers on the "
+            "new table",
             tuple(statements),
         ),
         source=(schema, table),
@@ -356,6 +581,11 @@ def complete_steps(design: Mapping[str, Any], *, keep_old: bool) -> list[Step]:
                 sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(old, sql.Identifier(ARCHIVE_SCHEMA)),
                 sql.SQL("ALTER TABLE {} RENAME TO {}").format(
                     sql.Identifier(ARCHIVE_SCHEMA, design["old_table"]), sql.Identifier(archive_name)),
+                *[statement for leaf in design.get("leaves") or [] for statement in (
+                    sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                        sql.Identifier(leaf["schema"], leaf["old"]), sql.Identifier(ARCHIVE_SCHEMA)),
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                        sql.Identifier(ARCHIVE_SCHEMA, leaf["old"]), sql.Identifier(leaf["archive"])))],
             ),
             locks=(f"ACCESS EXCLUSIVE on {old_name}",),
             contended=True,
@@ -385,8 +615,10 @@ def drop_new_step(design: Mapping[str, Any], referenced: list[str]) -> Step:
 
 def objects(design: Mapping[str, Any]) -> dict[str, list[str]]:
     schema = design["schema"]
+    leaves = design.get("leaves") or []
     return {
-        "tables": [f"{schema}.{design['new_table']}", f"{schema}.{design['old_table']}"],
+        "tables": [f"{schema}.{design['new_table']}", f"{schema}.{design['old_table']}",
+                   *[f"{leaf['schema']}.{leaf[which]}" for leaf in leaves for which in ("temp", "old")]],
         "functions": [f"{INTERNAL_SCHEMA}.{design['capture_function']}",
                       f"{INTERNAL_SCHEMA}.{design['truncate_function']}"],
         "triggers": [f"{schema}.{design['table']}.{design['capture_trigger']}",

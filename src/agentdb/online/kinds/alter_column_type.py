@@ -19,6 +19,16 @@ PostgreSQL 15 and 16 cannot add a NOT VALID foreign key to one.
 
 An identity column whose sequence ends at the old type's maximum gets the new
 type's maximum.
+
+A partitioned table is rebuilt as a partitioned table with the same key and
+the same partitions (same bounds, the DEFAULT one included; see
+:func:`~agentdb.online.kinds._rebuild.partition_layout`), which take the
+partitions' names, and their indexes' names, at the swap; the registration
+with partition maintenance is by name and holds.  Its foreign keys are added
+per partition NOT VALID, validated partition by partition, then adopted by the
+parent, as the ``partition`` kind does.  The partition key's columns cannot
+change type this way (the bounds are of that type), and a partition with an
+index, constraint or trigger of its own is refused, naming it.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from psycopg import sql
 
 from agentdb.errors import OnlineChangeRefused
 from agentdb.online.capture import CaptureSpec, install_statements
-from agentdb.online.catalog import describe
+from agentdb.online.catalog import TableInfo, describe
 from agentdb.online.copy import CopySpec
 from agentdb.online.kinds import _ddl
 from agentdb.online.kinds import _rebuild as rebuild
@@ -65,9 +75,16 @@ class AlterColumnTypeKind(rebuild.RebuildKind):
         column = info.column(str(options["column"]))
         type_ = _ddl.sql_type(connection, qualified, options["type"])
         problems = [p for p in rebuild.common_problems(info) if not p.startswith("foreign keys of other tables")]
-        if info.relkind != "r":
-            problems.insert(0, "it is partitioned (convert it with unpartition first, or change the type with "
-                            "add_column and a backfill)")
+        leaves: list[dict[str, Any]] = []
+        if info.relkind == "p":
+            key = rebuild.partition_key_columns(connection, info)
+            if None in key:
+                problems.append(f"its partition key ({info.partition_key}) has an expression")
+            elif column.name in key:
+                problems.append(f"column {column.name} is in its partition key ({info.partition_key}); the "
+                                "partitions' bounds are of its type")
+            leaves, more = rebuild.partition_layout(connection, info, token)
+            problems += more
         if column.generated:
             problems.append(f"column {column.name} is generated")
         if column.type == type_:
@@ -91,6 +108,9 @@ class AlterColumnTypeKind(rebuild.RebuildKind):
                 seq["maximum"] = _MAXIMUM[type_]
         design["alter"] = {"column": column.name, "from": column.type, "type": type_, "using": using}
         design["incoming"] = incoming
+        if info.relkind == "p":
+            design["partition_by"] = info.partition_key
+            design["leaves"] = leaves
         return design
 
     @classmethod
@@ -118,13 +138,18 @@ class AlterColumnTypeKind(rebuild.RebuildKind):
     @classmethod
     def _create(cls, design: Mapping[str, Any]) -> Step:
         alter = design["alter"]
-        statements = rebuild.create_statements(design, None, [])
+        partitioned = bool(design.get("partition_by"))
+        statements = rebuild.create_statements(
+            design, sql.SQL(design["partition_by"]) if partitioned else None,
+            rebuild.partition_statements(design) if partitioned else [])
         new = sql.Identifier(design["schema"], design["new_table"])
         # Right after CREATE TABLE, while it is empty (before identity, indexes and constraints build on it).
         statements.insert(1, sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING ({})").format(
             new, sql.Identifier(alter["column"]), sql.SQL(alter["type"]), sql.SQL(alter["using"])))
+        what = (f"partitioned by {design['partition_by']} with the source's {len(design['leaves'])} partitions, "
+                if partitioned else "")
         return Step(
-            f"create {design['schema']}.{design['new_table']} with {alter['column']} as {alter['type']}, its "
+            f"create {design['schema']}.{design['new_table']} with {alter['column']} as {alter['type']}, {what}its "
             "indexes, constraints, comments and grants", tuple(statements),
             locks=("none on application tables (new objects only)",))
 
@@ -168,7 +193,7 @@ class AlterColumnTypeKind(rebuild.RebuildKind):
         drops = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(i["schema"], i["relname"]),
                                                                      sql.Identifier(i["name"])) for i in incoming]
         adds = [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
-            sql.Identifier(i["schema"], i["relname"]), sql.Identifier(i["name"]), sql.SQL(_strip_not_valid(
+            sql.Identifier(i["schema"], i["relname"]), sql.Identifier(i["name"]), sql.SQL(rebuild.without_not_valid(
                 i["definition"]))) for i in incoming]
         names = ", ".join(i["table"] for i in _unique_tables(incoming))
         return CutoverSpec(
@@ -180,15 +205,14 @@ class AlterColumnTypeKind(rebuild.RebuildKind):
             source=spec.source)
 
     @classmethod
-    def phases(cls, design: Mapping[str, Any], settings: OnlineSettings) -> tuple[Phase, ...]:
-        qualified = f"{design['schema']}.{design['table']}"
+    def _foreign_key_steps(cls, design: Mapping[str, Any], info: TableInfo) -> list[Step]:
+        """A plain new table: each foreign key NOT VALID, then validated; then ANALYZE."""
         new_name = f"{design['schema']}.{design['new_table']}"
-        info = rebuild.source_info(design)
         constraints = [Step(
             f"add foreign key {fk.name} NOT VALID to {new_name}",
             (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
                 sql.Identifier(design["schema"], design["new_table"]), sql.Identifier(fk.name),
-                sql.SQL(_strip_not_valid(fk.definition))),),
+                sql.SQL(rebuild.without_not_valid(fk.definition))),),
             locks=(f"SHARE ROW EXCLUSIVE on {new_name} and {fk.referenced} (catalogue only)",), contended=True,
         ) for fk in info.foreign_keys]
         constraints += [Step(
@@ -200,6 +224,18 @@ class AlterColumnTypeKind(rebuild.RebuildKind):
         constraints.append(Step(f"ANALYZE {new_name}", (sql.SQL("ANALYZE {}").format(
             sql.Identifier(design["schema"], design["new_table"])),),
             locks=(f"SHARE UPDATE EXCLUSIVE on {new_name} (reads and writes go on)",)))
+        return constraints
+
+    @classmethod
+    def phases(cls, design: Mapping[str, Any], settings: OnlineSettings) -> tuple[Phase, ...]:
+        qualified = f"{design['schema']}.{design['table']}"
+        new_name = f"{design['schema']}.{design['new_table']}"
+        info = rebuild.source_info(design)
+        if design.get("partition_by"):
+            constraints = rebuild.partitioned_foreign_key_steps(
+                design, [(leaf["schema"], leaf["temp"]) for leaf in design["leaves"]])
+        else:
+            constraints = cls._foreign_key_steps(design, info)
         validate = [Step(
             f"validate foreign key {i['name']} of {i['table']} (moved to the new table NOT VALID at the cut-over)",
             (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
@@ -227,6 +263,10 @@ class AlterColumnTypeKind(rebuild.RebuildKind):
         alter = design["alter"]
         notes = [f"{alter['column']}: {alter['from']} -> {alter['type']} USING {alter['using']}",
                  "the old table is kept until completion, then dropped (keep_old keeps it in agentdb_archive)"]
+        if design.get("partition_by"):
+            notes.append(f"partitioned by {design['partition_by']}: the new table gets the same "
+                         f"{len(design['leaves'])} partitions (" + ", ".join(leaf["name"] for leaf in design["leaves"])
+                         + "), which take their names at the cut-over; partition maintenance keeps the table")
         if design["incoming"]:
             notes.append("foreign keys moved at the cut-over and validated at completion: "
                          + ", ".join(f"{i['name']} on {i['table']}" for i in design["incoming"]))
@@ -239,6 +279,3 @@ def _unique_tables(incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seen.setdefault(entry["table"], entry)
     return list(seen.values())
 
-
-def _strip_not_valid(definition: str) -> str:
-    return definition[: -len(" NOT VALID")] if definition.endswith(" NOT VALID") else definition

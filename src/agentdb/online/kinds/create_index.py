@@ -25,7 +25,7 @@ from psycopg import sql
 from agentdb.errors import OnlineChangeRefused
 from agentdb.online.catalog import describe
 from agentdb.online.kinds import _ddl
-from agentdb.online.kinds._rebuild import fit
+from agentdb.online.kinds._rebuild import fit, partition_key_columns
 from agentdb.online.kinds.base import ChangeKind
 from agentdb.online.plan import Phase, Step
 from agentdb.online.settings import OnlineSettings
@@ -94,7 +94,7 @@ class CreateIndexKind(ChangeKind):
         }
         if info.relkind == "p":
             key = info.partition_key or ""
-            if unique and any(f"{c}" not in columns for c in _partition_columns(info)):
+            if unique and any(c not in columns for c in partition_key_columns(connection, info)):
                 raise OnlineChangeRefused(qualified, f"a unique index of a partitioned table must include its "
                                           f"partition key ({key})")
             design["partitions"] = [
@@ -192,12 +192,6 @@ class CreateIndexKind(ChangeKind):
         if design["partitioned"]:
             notes.append(f"{len(design['partitions'])} partitions, one concurrent build each")
         return tuple(notes)
-
-
-def _partition_columns(info: Any) -> list[str]:
-    key = info.partition_key or ""
-    inner = key[key.find("(") + 1: key.rfind(")")]
-    return [part.strip().strip('"') for part in inner.split(",") if part.strip()]
 
 
 def _partition_index_name(leaf: str, table: str, name: str, token: str) -> str:

@@ -39,22 +39,13 @@ from psycopg import sql
 
 from agentdb.errors import OnlineChangeRefused
 from agentdb.online._sql import rows
-from agentdb.online.catalog import ConstraintInfo, describe, relation_exists
+from agentdb.online.catalog import describe, relation_exists
 from agentdb.online.kinds import _rebuild as rebuild
 from agentdb.online.plan import Phase, Step
 from agentdb.online.settings import OnlineSettings
 from agentdb.partitions.naming import add_months, default_partition_name, month_bounds, partition_name
 
 __all__ = ["PartitionKind", "UnpartitionKind"]
-
-_NOT_VALID = " NOT VALID"
-
-
-def _fk_definition(fk: ConstraintInfo) -> str:
-    """``pg_get_constraintdef`` of a foreign key without a trailing NOT VALID."""
-    text = fk.definition
-    return text[: -len(_NOT_VALID)] if text.endswith(_NOT_VALID) else text
-
 
 class PartitionKind(rebuild.RebuildKind):
     name: ClassVar[str] = "partition"
@@ -156,45 +147,7 @@ class PartitionKind(rebuild.RebuildKind):
 
     @classmethod
     def _foreign_key_steps(cls, design: Mapping[str, Any]) -> list[Step]:
-        schema = design["schema"]
-        new = sql.Identifier(schema, design["new_table"])
-        new_name = f"{schema}.{design['new_table']}"
-        info = rebuild.source_info(design)
-        steps: list[Step] = []
-        leaves = cls._leaves(design)
-        for fk in info.foreign_keys:
-            definition = sql.SQL(_fk_definition(fk))
-            # One partition per transaction: the lock on a partition (which the capture trigger writes)
-            # and on the referenced table is held for one catalogue change only.
-            for leaf in leaves:
-                steps.append(Step(
-                    f"add foreign key {fk.name} NOT VALID to partition {schema}.{leaf}",
-                    (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
-                        sql.Identifier(schema, leaf), sql.Identifier(fk.name), definition),),
-                    locks=(f"SHARE ROW EXCLUSIVE on {schema}.{leaf} and {fk.referenced} (catalogue only)",),
-                    contended=True,
-                ))
-            for leaf in leaves:
-                steps.append(Step(
-                    f"validate foreign key {fk.name} on partition {schema}.{leaf}",
-                    (sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
-                        sql.Identifier(schema, leaf), sql.Identifier(fk.name)),),
-                    locks=(f"SHARE UPDATE EXCLUSIVE on {schema}.{leaf} (reads and writes go on)",
-                           f"ROW SHARE on {fk.referenced}"),
-                ))
-            steps.append(Step(
-                f"add foreign key {fk.name} to {new_name}, adopting the partitions' validated constraints",
-                (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(new, sql.Identifier(fk.name), definition),),
-                locks=(f"SHARE ROW EXCLUSIVE on {new_name} and {fk.referenced} (no scan: every partition already "
-                       "has a valid equal constraint)",),
-                contended=True,
-            ))
-        steps.append(Step(
-            f"ANALYZE {new_name} so the planner knows the new table at cut-over",
-            (sql.SQL("ANALYZE {}").format(new),),
-            locks=(f"SHARE UPDATE EXCLUSIVE on {new_name} (reads and writes go on)",),
-        ))
-        return steps
+        return rebuild.partitioned_foreign_key_steps(design, [(design["schema"], leaf) for leaf in cls._leaves(design)])
 
     @classmethod
     def phases(cls, design: Mapping[str, Any], settings: OnlineSettings) -> tuple[Phase, ...]:
@@ -279,7 +232,7 @@ class UnpartitionKind(rebuild.RebuildKind):
             steps.append(Step(
                 f"add foreign key {fk.name} NOT VALID to {new_name}",
                 (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
-                    new, sql.Identifier(fk.name), sql.SQL(_fk_definition(fk))),),
+                    new, sql.Identifier(fk.name), sql.SQL(rebuild.fk_definition(fk))),),
                 locks=(f"SHARE ROW EXCLUSIVE on {new_name} and {fk.referenced} (catalogue only)",),
                 contended=True,
             ))
