@@ -99,6 +99,24 @@ _DONE = "done"
 _RETRY_BATCH = {"40P01", "40001"}
 #: A catalogue-only swap never needs longer; a guard, not an expectation.
 _CUTOVER_STATEMENT_TIMEOUT = "5s"
+
+#: Autovacuum workers holding a lock on the change's tables (or their partitions): pid, whether it prevents
+#: wraparound (never cancelled), and whether this role may cancel it (autovacuum runs as a superuser).
+_AUTOVACUUM_SQL = """
+SELECT DISTINCT a.pid, a.query LIKE '%(to prevent wraparound)%',
+       coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false)
+FROM pg_catalog.pg_stat_activity a
+JOIN pg_catalog.pg_locks l ON l.pid = a.pid AND l.locktype = 'relation'
+  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+WHERE a.backend_type = 'autovacuum worker'
+  AND l.relation IN (
+    SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :schema AND c.relname = ANY(:names)
+    UNION ALL
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhparent
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :schema AND c.relname = ANY(:names))
+"""
 #: lock_timeout of steps that take no lock the application needs (VALIDATE, ANALYZE): they may queue
 #: behind autovacuum or another maintenance, never in front of reads or writes.
 _QUIET_LOCK_TIMEOUT = 10.0
@@ -432,6 +450,8 @@ class _Driver:
         lock_timeout = self.settings.lock_timeout if step.contended else _QUIET_LOCK_TIMEOUT
 
         def attempt() -> None:
+            if step.contended:
+                self._clear_autovacuum(what)
             with _transaction(self.connection):
                 _set_local(self.connection, "lock_timeout", lock_timeout)
                 if statement_timeout:
@@ -451,6 +471,39 @@ class _Driver:
         except DBAPIError as exc:
             raise OnlineStepFailed(self.table, self.id, self.record.phase, what, sqlstate_of(exc),
                                    _first_line(exc)) from None
+
+    def _clear_autovacuum(self, what: str) -> None:
+        """Before a step that queues the application behind its lock: no autovacuum in the way.
+
+        Autovacuum holds SHARE UPDATE EXCLUSIVE on a table for as long as it works
+        on it, and gives way to a waiting lock only after ``deadlock_timeout`` (1 s),
+        longer than the step's ``lock_timeout``: each attempt would then queue the
+        application's queries for its whole ``lock_timeout`` and fail.  So an
+        autovacuum of the change's tables is cancelled first, as PostgreSQL itself
+        would after ``deadlock_timeout`` -- where this role may (a superuser), and
+        never one that prevents wraparound -- or else waited for, without queueing
+        anyone, for up to ``worst_wait()``.  It comes back later on its own.
+        """
+        deadline = time.monotonic() + self.settings.worst_wait()
+        while True:
+            rows = self.connection.execute(sa.text(_AUTOVACUUM_SQL), {
+                "schema": self.record.table_schema,
+                "names": [self.record.table_name, str(self.record.design.get("new_table") or "")],
+            }).all()
+            self.connection.commit()
+            if not rows or time.monotonic() > deadline:
+                return
+            cancelled = False
+            for pid, wraparound, may_cancel in rows:
+                if may_cancel and not wraparound:
+                    _log.info("online change %d cancels autovacuum (pid %d) of its table before %s", self.id, pid,
+                              what)
+                    self.connection.execute(sa.text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                    self.connection.commit()
+                    cancelled = True
+            if not cancelled:
+                self._report(self.record.phase, f"waiting for autovacuum (pid {rows[0][0]}) before {what}")
+            time.sleep(0.05)
 
     def _steps(self, phase: Phase, first: int) -> None:
         for number in range(first, len(phase.steps)):
