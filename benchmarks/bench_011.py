@@ -28,9 +28,7 @@ Figures only, no assertion; the exit code is 1 when a row was lost or added, or 
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +39,7 @@ from typing import Any
 
 import psycopg
 from _scratch import drop, scratch
+from bench_online import load, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = "analytics_event_type_created_at_idx"
@@ -113,18 +112,6 @@ class Writers:
     def window(self, start: float, end: float) -> list[float]:
         with self.lock:
             return [seconds for began, seconds in self.latencies if start <= began < end]
-
-
-def stats(values: list[float]) -> str:
-    if not values:
-        return "-"
-    values = sorted(values)
-    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-    return f"{statistics.median(values) * 1000:.1f}/{p99 * 1000:.1f}/{values[-1] * 1000:.0f} ms"
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def scalar(url: str, query: str) -> Any:

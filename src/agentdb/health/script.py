@@ -22,41 +22,19 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_GLOBAL_WITH_VALUE = ("--database-url", "--data-dir")
-
-
-def _split_global(args: list[str]) -> tuple[list[str], list[str]]:
-    """(the options of ``agentdb`` itself, the rest) -- wherever the user put them."""
-    front: list[str] = []
-    rest: list[str] = []
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if arg.split("=", 1)[0] in _GLOBAL_WITH_VALUE:
-            if "=" in arg:
-                front.append(arg)
-            else:
-                front += args[index:index + 2]
-                index += 1
-        elif arg == "--debug":
-            front.append(arg)
-        else:
-            rest.append(arg)
-        index += 1
-    return front, rest
-
 
 def main(file: str, argv: list[str] | None = None) -> None:
     """Entry point of ``009_health_check.py``'s ``if __name__ == "__main__"`` block."""
+    from agentdb.runtime.script import main as migration_main
+    from agentdb.runtime.script import split_global_options
+
     args = list(sys.argv[1:] if argv is None else argv)
     path = Path(file).resolve()
     if "--apply" in args:
-        from agentdb.runtime.script import main as migration_main
-
         migration_main(file, [a for a in args if a != "--apply"])
         return
     os.environ["AGENTDB_SCRIPT_LOCATION"] = str(path.parent.parent)
-    front, rest = _split_global(args)
+    front, rest = split_global_options(args)
     if "--help" in rest or "-h" in rest:
         print(f"python {path.name} [--apply [--down]] [--database-url URL] [--data-dir DIR] [OPTIONS]\n\n"
               "With --apply: bring the database to revision 009 (--down: undo it). Otherwise: the health report\n"

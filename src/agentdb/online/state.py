@@ -269,14 +269,13 @@ def update(connection: sa.Connection, change_id: int, *, timing: tuple[str, str]
 
     ``timing=(phase, "started"|"finished")`` stamps that phase's time in ``timings``.
     """
-    return str(_update(connection, change_id, timing, values)[0] or "") or None
+    return _update(connection, change_id, timing, values)[0]
 
 
 def update_batch(connection: sa.Connection, change_id: int, **values: Any) -> tuple[str | None, dict[str, Any]]:
     """:func:`update` for a batch's checkpoint: also returns the stored settings, which :func:`set_settings`
     may have changed while the change runs (the driver takes them up before its next batch)."""
-    requested, settings = _update(connection, change_id, None, values)
-    return (str(requested) if requested else None), dict(settings)
+    return _update(connection, change_id, None, values)
 
 
 def set_settings(connection: sa.Connection, change_id: int, settings: dict[str, Any]) -> None:
@@ -287,7 +286,8 @@ def set_settings(connection: sa.Connection, change_id: int, settings: dict[str, 
 
 
 def _update(connection: sa.Connection, change_id: int, timing: tuple[str, str] | None,
-            values: dict[str, Any]) -> Any:
+            values: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The update of :func:`update`; returns the row's ``requested`` flag and its settings."""
     unknown = set(values) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -314,4 +314,5 @@ def _update(connection: sa.Connection, change_id: int, timing: tuple[str, str] |
         params["t_phase"], params["t_what"] = timing
     query = (f"UPDATE {INTERNAL_SCHEMA}.{STATE_TABLE} SET {', '.join(sets)} "  # noqa: S608 - our column names
              "WHERE id = :id RETURNING requested, settings")
-    return connection.execute(sa.text(query), params).one()
+    requested, settings = connection.execute(sa.text(query), params).one()
+    return requested, dict(settings)

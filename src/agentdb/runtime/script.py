@@ -17,7 +17,32 @@ import runpy
 import sys
 from pathlib import Path
 
-__all__ = ["main", "rollback_main"]
+__all__ = ["main", "rollback_main", "split_global_options"]
+
+#: ``agentdb``'s own options that take a value (``--debug`` takes none).
+_GLOBAL_WITH_VALUE = ("--database-url", "--data-dir")
+
+
+def split_global_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """(the options of ``agentdb`` itself, the rest) -- wherever the user put them on the line, so that a version
+    file run as a script can hand them to :func:`agentdb.cli.main` before its command."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg.split("=", 1)[0] in _GLOBAL_WITH_VALUE:
+            if "=" in arg:
+                front.append(arg)
+            else:
+                front += args[index:index + 2]
+                index += 1
+        elif arg == "--debug":
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front, rest
 
 
 def _revision_of(path: Path) -> tuple[str, str | None]:
